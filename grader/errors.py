@@ -1,0 +1,34 @@
+"""Every error the grader raises on purpose derives from GraderError.
+
+The CLI catches GraderError once and maps it to an exit code; anything else is a bug.
+A problem with one student's notebook never escapes as an exception: it becomes that
+student's result with a reason (see grader.pipeline).
+"""
+
+
+class GraderError(Exception):
+    """Root of the grader's own errors."""
+
+    exit_code = 1
+
+
+class UsageError(GraderError):
+    """The command was called wrongly: bad path, bad option value."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A rubric or parameter file that cannot be used."""
+
+
+class NotebookInvalid(GraderError):
+    """A file that is not a readable Jupyter notebook."""
+
+
+class ParametersCellNotFound(GraderError):
+    """Overrides were given but the notebook has no parameters cell to put them after."""
+
+
+class TemplateOutOfDate(GraderError):
+    """The committed student template differs from a fresh build of the answer key."""
