@@ -1,0 +1,118 @@
+"""The ``grade`` command: a thin layer over ``grader.grade_submissions``.
+
+    grade SUBMISSIONS [options]     grade every notebook in a folder
+    grade build [--check]           build the student template from the answer key
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import build
+from .batch import BatchResult, grade_submissions
+from .errors import GraderError, UsageError
+from .parameters import parse_override
+from .pipeline import GradingOptions
+from .rubric import load_rubric
+
+DEFAULTS = GradingOptions.__dataclass_fields__
+
+
+def _default(name):
+    field = DEFAULTS[name]
+    return field.default
+
+
+def grading_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grade", description="Grade a folder of fine-tuning notebooks: run each headless, "
+        "check the saved model on a hidden set, write a gradebook and feedback.",
+        epilog="`grade build [--check]` builds the student template from the answer key instead.")
+    parser.add_argument("submissions", type=Path, help="folder of notebooks, of student folders, "
+                        "or an unzipped Canvas submissions download")
+    parser.add_argument("-o", "--output", type=Path, default=_default("output_dir"),
+                        help="where results go (default: %(default)s)")
+    parser.add_argument("--hidden-set", type=Path, default=None, help="CSV with label,title,content to "
+                        "measure each model on (default: a sample of the Hub's Amazon Polarity test split)")
+    parser.add_argument("--hidden-size", type=int, default=_default("hidden_size"),
+                        help="reviews drawn from the hidden set (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=_default("time_limit_s"),
+                        help="seconds a notebook may run in all (default: %(default)s)")
+    parser.add_argument("-j", "--jobs", type=int, default=_default("jobs"),
+                        help="notebooks run at once; one GPU each when there are several (default: %(default)s)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a variable of the notebook's parameters cell (repeatable)")
+    parser.add_argument("--params-file", type=Path, help="JSON object of parameter overrides")
+    parser.add_argument("--rubric", type=Path, help="rubric TOML (default: the course's, grader/rubric.toml)")
+    parser.add_argument("--no-execute", action="store_true",
+                        help="grade from the outputs saved in each notebook, without running it (unverified)")
+    parser.add_argument("--force", action="store_true", help="regrade students who already have a result")
+    parser.add_argument("--keep-work", action="store_true", help="keep each student's working folder and model")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> GradingOptions:
+    parameters = {}
+    if args.params_file:
+        try:
+            parameters.update(json.loads(args.params_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            raise UsageError(f"cannot read {args.params_file}: {error}") from error
+    parameters.update(dict(parse_override(text) for text in args.param))
+    return GradingOptions(output_dir=args.output, hidden_set=args.hidden_set, hidden_size=args.hidden_size,
+                          time_limit_s=args.timeout, jobs=args.jobs, parameters=parameters,
+                          execute=not args.no_execute, force=args.force, keep_work=args.keep_work,
+                          rubric=load_rubric(args.rubric))
+
+
+def print_summary(batch: BatchResult, out=sys.stdout) -> None:
+    rows = [(r.student_id, r.status, f"{r.total:g}/{r.max_total:g}",
+             ", ".join(c.name for c in r.checks if not c.passed) or ("-" if r.checks else r.reason[:60]))
+            for r in batch.results]
+    header = ("student", "status", "score", "failed checks")
+    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(3)]
+    print(f"{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]:>{widths[2]}}  {header[3]}", file=out)
+    for row in rows:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}", file=out)
+    for path, reason in batch.skipped:
+        print(f"skipped {path}: {reason}", file=out)
+    print(f"\n{len(batch.results)} graded ({len(batch.resumed)} from an earlier run), {batch.passed} passed every "
+          f"check. Gradebook: {batch.output_dir / 'gradebook.csv'}", file=out)
+
+
+def build_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="grade build", description="Build the student template from the answer key.")
+    parser.add_argument("--check", action="store_true", help="fail if the committed template differs from a fresh build")
+    parser.add_argument("--answer-key", type=Path, default=build.ANSWER_KEY)
+    parser.add_argument("--template", type=Path, default=build.TEMPLATE)
+    args = parser.parse_args(argv)
+    if args.check:
+        build.check_template(args.answer_key, args.template)
+        print(f"{args.template} is up to date")
+    else:
+        print(f"wrote {build.write_template(args.answer_key, args.template)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["build"]:
+            return build_main(argv[1:])
+        args = grading_parser().parse_args(argv)
+        batch = grade_submissions(args.submissions, options_from_args(args), progress=not args.quiet)
+        print_summary(batch)
+        return 0
+    except GraderError as error:
+        print(f"grade: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("grade: interrupted; results written so far are kept, and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

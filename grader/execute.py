@@ -1,0 +1,119 @@
+"""Execute a notebook headless with nbclient: a fresh kernel, a wall-clock limit, capped output.
+
+Execution carries on past errors (every cell runs, as "Run all" would with errors ignored) so
+the record shows every failing cell, and it never raises for what the notebook does: a timeout,
+a dead kernel or a failing cell are all facts in the returned ``Execution``.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI_ESCAPE.sub("", text)
+
+
+@dataclass
+class CellError:
+    """The first lines a student needs: which cell failed, what it said, and where."""
+
+    cell_index: int
+    cell_id: str
+    source: str
+    ename: str
+    evalue: str
+    traceback: str
+
+    @classmethod
+    def from_output(cls, index: int, cell, output) -> "CellError":
+        return cls(index, cell.get("id", ""), cell.source, output.get("ename", ""),
+                   strip_ansi(output.get("evalue", "")), strip_ansi("\n".join(output.get("traceback", []))))
+
+
+@dataclass
+class Execution:
+    notebook: nbformat.NotebookNode
+    duration_s: float
+    timed_out: bool = False
+    kernel_died: bool = False
+    output_truncated: bool = False
+    last_cell_index: int | None = None   # the cell running when execution ended
+    errors: list[CellError] = field(default_factory=list)
+
+    @property
+    def last_cell_id(self) -> str:
+        if self.last_cell_index is None:
+            return "?"
+        return self.notebook.cells[self.last_cell_index].get("id", str(self.last_cell_index + 1))
+
+    @property
+    def completed(self) -> bool:
+        """The kernel ran every cell, without a timeout or a crash (cells may still have failed)."""
+        return not (self.timed_out or self.kernel_died)
+
+
+class CappedOutputClient(NotebookClient):
+    """NotebookClient that stops recording a notebook's output past ``max_output_bytes``.
+
+    A cell printing gigabytes would otherwise fill the grader's memory and the executed notebook.
+    """
+
+    def __init__(self, nb, max_output_bytes: int, **kwargs):
+        super().__init__(nb, **kwargs)
+        self.max_output_bytes = max_output_bytes
+        self.output_bytes = 0
+        self.output_truncated = False
+
+    def output(self, outs, msg, display_id, cell_index):
+        if msg["msg_type"] in ("stream", "display_data", "execute_result", "update_display_data"):
+            self.output_bytes += len(json.dumps(msg["content"]))
+            if self.output_bytes > self.max_output_bytes:
+                if not self.output_truncated:
+                    self.output_truncated = True
+                    outs.append(nbformat.v4.new_output(
+                        "stream", name="stderr",
+                        text=f"[grader] output truncated: over {self.max_output_bytes:,} bytes\n"))
+                return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, time_limit_s: float,
+                     max_output_bytes: int = 20_000_000, kernel_name: str = "python3",
+                     env: dict | None = None) -> Execution:
+    """Run ``nb`` (changed in place) in ``workdir`` within ``time_limit_s`` seconds in all."""
+    deadline = time.monotonic() + time_limit_s
+    client = CappedOutputClient(
+        nb, max_output_bytes=max_output_bytes, kernel_name=kernel_name, allow_errors=True,
+        # Each cell may use what is left of the notebook's time; past that the kernel is shut down.
+        timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
+        resources={"metadata": {"path": str(workdir)}}, record_timing=False)
+    execution = Execution(notebook=nb, duration_s=0.0)
+    client.on_cell_start = lambda cell, cell_index: setattr(execution, "last_cell_index", cell_index)
+    started = time.monotonic()
+    try:
+        client.execute(**({"env": env} if env else {}))
+    except CellTimeoutError:
+        execution.timed_out = True
+    except DeadKernelError:
+        execution.kernel_died = True
+    finally:
+        execution.duration_s = time.monotonic() - started
+        execution.output_truncated = client.output_truncated
+    execution.errors = cell_errors(nb)
+    return execution
+
+
+def cell_errors(nb: nbformat.NotebookNode) -> list[CellError]:
+    return [CellError.from_output(index, cell, output)
+            for index, cell in enumerate(nb.cells) if cell.cell_type == "code"
+            for output in cell.get("outputs", []) if output.get("output_type") == "error"]

@@ -1,0 +1,216 @@
+"""Grade one submission: an explicit, ordered pipeline of small steps.
+
+1. read_submission     read and validate the notebook (nbformat)
+2. prepare_workdir     a fresh working folder with a copy of the notebook, outputs cleared
+3. inject_parameters   the instructor's overrides, after the ``parameters`` cell
+4. execute             nbclient, a fresh kernel, a wall-clock limit, capped output
+5. read_contract       ``test_metrics``, ``predictions``, ``SAVE_DIR`` over a JSON channel
+6. verify              in another process: load SAVE_DIR (safetensors) and measure it
+7. score               the rubric
+
+A student's problem at any step becomes their result with a reason; it never raises.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from .contract import Contract, append_contract_cell, read_contract
+from .errors import GraderError, NotebookInvalid
+from .execute import Execution, execute_notebook
+from .parameters import inject_parameters
+from .results import NOT_GRADABLE, GradeResult
+from .rubric import Rubric, check, disagrees, load_rubric
+from .submissions import Submission
+from .verify import Verification, verify_in_subprocess
+
+MAX_NOTEBOOK_BYTES = 50_000_000
+TODO_STUB = "raise NotImplementedError"
+SELF_CHECK_PREFIX = "check-"
+
+
+@dataclass
+class GradingOptions:
+    """Everything a grading run can be told. The CLI's defaults come from here."""
+
+    output_dir: Path = Path("grade-results")
+    hidden_set: Path | None = None        # a CSV (label,title,content); None: the Hub's test split
+    hidden_size: int = 500
+    hidden_seed: int = 20261122
+    time_limit_s: float = 3600.0          # per notebook, wall clock
+    verify_time_limit_s: float = 900.0
+    max_output_bytes: int = 20_000_000
+    max_length: int = 256                 # tokens per review when the grader measures a model
+    jobs: int = 1
+    parameters: dict = field(default_factory=dict)
+    execute: bool = True                  # False: judge from the outputs saved in the notebook
+    force: bool = False                   # regrade students who already have a result
+    keep_work: bool = False               # keep each student's working folder (models, checkpoints)
+    rubric: Rubric = field(default_factory=load_rubric)
+    kernel_name: str = "python3"
+
+
+# 1 ------------------------------------------------------------------------------------------
+def read_submission(path: Path) -> nbformat.NotebookNode:
+    if path.stat().st_size > MAX_NOTEBOOK_BYTES:
+        raise NotebookInvalid(f"the notebook is over {MAX_NOTEBOOK_BYTES // 1_000_000} MB")
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except Exception as error:  # nbformat raises JSON, validation and encoding errors alike
+        raise NotebookInvalid(f"not a valid Jupyter notebook: {str(error).splitlines()[0][:200]}") from error
+    if not any(cell.cell_type == "code" for cell in nb.cells):
+        raise NotebookInvalid("the notebook has no code cells")
+    return nb
+
+
+# 2 ------------------------------------------------------------------------------------------
+def prepare_workdir(nb: nbformat.NotebookNode, workdir: Path) -> nbformat.NotebookNode:
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(nb, workdir / "submission.ipynb")
+    return nb
+
+
+# 4 ------------------------------------------------------------------------------------------
+def execute(nb, workdir: Path, options: GradingOptions, env: dict | None) -> Execution:
+    append_contract_cell(nb)
+    return execute_notebook(nb, workdir, time_limit_s=options.time_limit_s,
+                            max_output_bytes=options.max_output_bytes, kernel_name=options.kernel_name, env=env)
+
+
+# 6 ------------------------------------------------------------------------------------------
+def verify(contract: Contract, workdir: Path, hidden_set_file: Path, options: GradingOptions,
+           env: dict | None) -> Verification:
+    if not contract.save_dir:
+        return Verification(problem="SAVE_DIR is not defined, so there is no saved model to check")
+    save_dir = Path(contract.save_dir)
+    save_dir = save_dir if save_dir.is_absolute() else workdir / save_dir
+    request = {"save_dir": str(save_dir), "allowed_root": str(workdir), "hidden_set": str(hidden_set_file),
+               "max_length": options.max_length, "torch_threads": max(1, (os.cpu_count() or 1) // options.jobs),
+               "predictions": [{"text": p.text, "label": p.label, "confidence": p.confidence}
+                               for p in contract.predictions]}
+    return verify_in_subprocess(request, workdir, options.verify_time_limit_s, env)
+
+
+# 7 ------------------------------------------------------------------------------------------
+def is_self_check(cell) -> bool:
+    return bool(cell.get("metadata", {}).get("nbgrader", {}).get("grade")) or \
+        str(cell.get("id", "")).startswith(SELF_CHECK_PREFIX)
+
+
+def todo_left(nb: nbformat.NotebookNode) -> bool:
+    return any(TODO_STUB in cell.source for cell in nb.cells if cell.cell_type == "code")
+
+
+def run_check(result: GradeResult, execution: Execution | None) -> tuple[bool, str]:
+    if execution and execution.timed_out:
+        return False, result.reason
+    if execution and execution.kernel_died:
+        return False, result.reason
+    notebook_cells = [e for e in result.errors if not e.cell_id.startswith(SELF_CHECK_PREFIX)]
+    if notebook_cells:
+        first = notebook_cells[0]
+        return False, f"cell {first.cell_index + 1} raised {first.ename}: {first.evalue[:200]}"
+    return True, "every cell ran without errors"
+
+
+def metric_check(rubric: Rubric, name: str, measured: float | None, ci, problem: str | None):
+    threshold = getattr(rubric, name)
+    if measured is None:
+        return check(rubric, name, False, f"not measured: {problem or 'no saved model'}")
+    interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+    verdict = ">=" if measured >= threshold else "<"
+    return check(rubric, name, measured >= threshold,
+                 f"hidden-set {name} {measured:.3f}{interval} {verdict} {threshold:.2f}")
+
+
+def predictions_check(rubric: Rubric, contract: Contract):
+    predictions = contract.predictions
+    if len(predictions) < rubric.min_predictions:
+        return check(rubric, "predictions", False,
+                     f"{len(predictions)} valid predictions; at least {rubric.min_predictions} are needed")
+    if not all(0.5 <= p.confidence <= 1.0 for p in predictions):
+        return check(rubric, "predictions", False, "a confidence lies outside [0.5, 1]: use the softmax probability")
+    if len({p.label for p in predictions}) < 2:
+        return check(rubric, "predictions", False, "every prediction has the same label; include both sentiments")
+    return check(rubric, "predictions", True, f"{len(predictions)} predictions with confidences, both labels")
+
+
+def reload_check(rubric: Rubric, verification: Verification):
+    if not verification.loaded:
+        return check(rubric, "reload", False, verification.problem or "the saved model did not load")
+    if verification.reproduced is None:
+        return check(rubric, "reload", False, "the model loads, but there were no predictions to reproduce")
+    if not verification.reproduced:
+        return check(rubric, "reload", False, "the saved model does not reproduce the predictions: "
+                     + "; ".join(verification.mismatches[:3]))
+    return check(rubric, "reload", True, "the saved model loads and reproduces every prediction")
+
+
+def score(result: GradeResult, nb, execution: Execution, contract: Contract, verification: Verification,
+          rubric: Rubric) -> None:
+    ran, ran_message = run_check(result, execution)
+    result.checks = [
+        check(rubric, "ran_to_end", ran, ran_message),
+        check(rubric, "no_todo_left", not todo_left(nb),
+              "no TODO stub left" if not todo_left(nb) else "TODO left: a `raise NotImplementedError` stub remains"),
+        metric_check(rubric, "accuracy", verification.accuracy, verification.accuracy_ci, verification.problem),
+        metric_check(rubric, "f1", verification.f1, verification.f1_ci, verification.problem),
+        predictions_check(rubric, contract),
+        reload_check(rubric, verification),
+    ]
+    for name in ("accuracy", "f1"):
+        reported, measured = contract.test_metrics.get(name), getattr(verification, name)
+        if disagrees(reported, measured, verification.hidden_size):
+            result.disagreement.append(
+                f"the notebook reports test {name} {reported:.3f}, the saved model measures {measured:.3f}")
+
+
+def stop_reason(execution: Execution) -> str:
+    where = f" in cell {execution.last_cell_id}"
+    if execution.timed_out:
+        return f"stopped after the time limit of {execution.duration_s:.0f} s{where}"
+    if execution.kernel_died:
+        return f"the kernel died{where}: out of memory, or the notebook ended its own process"
+    return ""
+
+
+def grade_submission(submission: Submission, options: GradingOptions, hidden_set_file: Path,
+                     workdir: Path, env: dict | None = None) -> tuple[GradeResult, nbformat.NotebookNode | None]:
+    """Run the pipeline for one student; returns their result and the executed notebook."""
+    result = GradeResult(student_id=submission.student_id, notebook=str(submission.notebook),
+                         display_name=submission.display_name, canvas_user_id=submission.canvas_user_id)
+    started = time.monotonic()
+    try:
+        nb = read_submission(submission.notebook)
+        if not options.execute:
+            from .saved_outputs import grade_saved_outputs
+            grade_saved_outputs(result, nb, options.rubric)
+            return result, nb
+        nb = prepare_workdir(nb, workdir)
+        inject_parameters(nb, options.parameters)
+        execution = execute(nb, workdir, options, env)
+        result.errors, result.output_truncated = execution.errors, execution.output_truncated
+        result.reason = stop_reason(execution)
+        contract = read_contract(execution.notebook)
+        result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems
+        result.verification = verify(contract, workdir, hidden_set_file, options, env)
+        score(result, nb, execution, contract, result.verification, options.rubric)
+        return result, execution.notebook
+    except GraderError as error:  # a notebook that cannot be graded at all
+        result.status, result.reason = NOT_GRADABLE, str(error)
+        return result, None
+    finally:
+        result.run_time_s = round(time.monotonic() - started, 1)

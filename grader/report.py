@@ -1,0 +1,166 @@
+"""What a grading run writes: per-student results and feedback, the gradebook, the Canvas import.
+
+Every file is written atomically (a temporary file renamed into place), so an interrupted run
+never leaves a half-written gradebook or result behind.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from .results import GradeResult
+from .rubric import CHECKS, Rubric
+
+GRADEBOOK = "gradebook.csv"
+CANVAS_IMPORT = "canvas-import.csv"
+CANVAS_ASSIGNMENT = "Fine-Tuning Sentiment Project"
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class OutputFolder:
+    """The layout of a grading run's output folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.results = self.root / "results"
+        self.feedback = self.root / "feedback"
+        self.executed = self.root / "executed"
+        self.work = self.root / "work"
+        self.private = self.root / ".grader"
+
+    def result_path(self, student_id: str) -> Path:
+        return self.results / f"{student_id}.json"
+
+    def load_result(self, student_id: str) -> GradeResult | None:
+        path = self.result_path(student_id)
+        if not path.is_file():
+            return None
+        try:
+            return GradeResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError, KeyError):
+            return None  # unreadable: grade again
+
+    def save(self, result: GradeResult, executed: nbformat.NotebookNode | None, rubric: Rubric) -> None:
+        if executed is not None:
+            write_atomic(self.executed / f"{result.student_id}.ipynb", nbformat.writes(executed))
+        write_atomic(self.feedback / f"{result.student_id}.html", feedback_html(result, rubric))
+        # The result goes last: its presence is what marks the student as graded when resuming.
+        write_atomic(self.result_path(result.student_id), json.dumps(result.to_dict(), indent=1))
+
+    def write_gradebooks(self, results: list[GradeResult]) -> None:
+        write_atomic(self.root / GRADEBOOK, gradebook_csv(results))
+        write_atomic(self.root / CANVAS_IMPORT, canvas_csv(results))
+
+
+def _figure(value) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def gradebook_csv(results: list[GradeResult]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["student_id", "name", "status", "verified", *CHECKS, "total", "max_total",
+                     "hidden_accuracy", "hidden_f1", "reported_accuracy", "reported_f1", "flags", "run_time_s",
+                     "reason"])
+    for result in sorted(results, key=lambda r: r.student_id):
+        verification = result.verification
+        checks = [("pass" if c.passed else "fail") if (c := result.check(name)) else "" for name in CHECKS]
+        flags = result.disagreement + (["output truncated"] if result.output_truncated else [])
+        writer.writerow([result.student_id, result.display_name, result.status, result.verified, *checks,
+                         f"{result.total:g}", f"{result.max_total:g}",
+                         _figure(verification.accuracy if verification else None),
+                         _figure(verification.f1 if verification else None),
+                         _figure(result.reported_metrics.get("accuracy")), _figure(result.reported_metrics.get("f1")),
+                         "; ".join(flags), result.run_time_s, result.reason])
+    return buffer.getvalue()
+
+
+def canvas_csv(results: list[GradeResult], assignment: str = CANVAS_ASSIGNMENT) -> str:
+    """Canvas's gradebook import: Student, ID, SIS User ID, SIS Login ID, Section, then the assignment."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", assignment])
+    for result in sorted(results, key=lambda r: r.student_id):
+        writer.writerow([result.display_name, result.canvas_user_id, "", "", "", f"{result.total:g}"])
+    return buffer.getvalue()
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.4rem .6rem;text-align:left;vertical-align:top}
+.pass{color:#17612b;font-weight:600}.fail{color:#a11;font-weight:600}.note{background:#fff6d6;padding:.6rem;border-radius:4px}
+pre{background:#f5f5f5;padding:.7rem;overflow-x:auto;font-size:.85rem}
+"""
+
+
+def feedback_html(result: GradeResult, rubric: Rubric) -> str:
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Feedback: {esc(result.student_id)}</title>"
+             f"<style>{STYLE}</style></head><body>",
+             f"<h1>Fine-tuning project: feedback for {esc(result.display_name or result.student_id)}</h1>",
+             f"<p><b>Score: {result.total:g} / {result.max_total:g}</b> &middot; {esc(result.status)}"
+             f" &middot; graded in {result.run_time_s:.0f} s</p>"]
+    if result.reason:
+        parts.append(f"<p class='note'>{esc(result.reason)}</p>")
+    if not result.verified:
+        parts.append("<p class='note'>Graded from the outputs saved in your notebook, without running it: "
+                     "these results are unverified.</p>")
+    if result.checks:
+        parts.append("<h2>Checks</h2><table><tr><th>check</th><th>result</th><th>points</th><th>why</th></tr>")
+        for c in result.checks:
+            verdict = "<span class='pass'>passed</span>" if c.passed else "<span class='fail'>failed</span>"
+            parts.append(f"<tr><td>{esc(c.name.replace('_', ' '))}</td><td>{verdict}</td>"
+                         f"<td>{c.points:g} / {c.max_points:g}</td><td>{esc(c.message)}</td></tr>")
+        parts.append("</table>")
+    parts.append(_metrics_table(result, rubric))
+    if result.disagreement or result.contract_problems:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(item)}</li>" for item in
+                                                  result.disagreement + result.contract_problems) + "</ul>")
+    if result.errors:
+        first = result.errors[0]
+        parts.append(f"<h2>First error: cell {first.cell_index + 1} ({esc(first.cell_id)})</h2>"
+                     f"<pre>{esc(first.source)}</pre><p>{esc(first.ename)}: {esc(first.evalue)}</p>"
+                     f"<pre>{esc(first.traceback[-6000:])}</pre>")
+        if len(result.errors) > 1:
+            parts.append(f"<p>{len(result.errors) - 1} more cell(s) failed after it.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _metrics_table(result: GradeResult, rubric: Rubric) -> str:
+    verification = result.verification
+    if not (verification or result.reported_metrics):
+        return ""
+    rows = ["<h2>Your metrics</h2><table><tr><th>metric</th><th>your test split</th>"
+            "<th>hidden set (measured by the grader)</th><th>needed</th></tr>"]
+    for name, threshold in (("accuracy", rubric.accuracy), ("f1", rubric.f1)):
+        reported = result.reported_metrics.get(name)
+        measured = getattr(verification, name) if verification else None
+        interval = getattr(verification, f"{name}_ci") if verification else None
+        measured_text = "not measured" if measured is None else f"{measured:.3f}" + (
+            f" (95% CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
+        rows.append(f"<tr><td>{name}</td><td>{'' if reported is None else f'{reported:.3f}'}</td>"
+                    f"<td>{measured_text}</td><td>&ge; {threshold:.2f}</td></tr>")
+    rows.append("</table>")
+    return "".join(rows)

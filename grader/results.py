@@ -1,0 +1,60 @@
+"""Results as plain dataclasses that round-trip through JSON (never pickle)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .execute import CellError
+from .rubric import CheckResult
+from .verify import Verification
+
+GRADED = "graded"           # the pipeline ran to its end; the checks say how the student did
+NOT_GRADABLE = "not gradable"  # the file could not be graded at all (not a notebook, ...)
+GRADER_ERROR = "grader error"  # the grader itself failed on this submission; a rerun retries it
+
+
+@dataclass
+class GradeResult:
+    student_id: str
+    notebook: str
+    display_name: str = ""
+    canvas_user_id: str = ""
+    status: str = GRADED
+    reason: str = ""               # why the run stopped early, or why it could not be graded
+    verified: bool = True          # False with --no-execute: judged from the notebook's saved outputs
+    checks: list[CheckResult] = field(default_factory=list)
+    reported_metrics: dict[str, float] = field(default_factory=dict)
+    contract_problems: list[str] = field(default_factory=list)
+    verification: Verification | None = None
+    disagreement: list[str] = field(default_factory=list)
+    errors: list[CellError] = field(default_factory=list)
+    run_time_s: float = 0.0
+    output_truncated: bool = False
+
+    @property
+    def total(self) -> float:
+        return sum(check.points for check in self.checks)
+
+    @property
+    def max_total(self) -> float:
+        return sum(check.max_points for check in self.checks)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == GRADED and bool(self.checks) and all(check.passed for check in self.checks)
+
+    def check(self, name: str) -> CheckResult | None:
+        return next((check for check in self.checks if check.name == name), None)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(total=self.total, max_total=self.max_total, passed=self.passed)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GradeResult":
+        data = {key: value for key, value in data.items() if key not in ("total", "max_total", "passed")}
+        data["checks"] = [CheckResult(**check) for check in data.get("checks", [])]
+        data["errors"] = [CellError(**error) for error in data.get("errors", [])]
+        if data.get("verification"):
+            data["verification"] = Verification.from_dict(data["verification"])
+        return cls(**data)

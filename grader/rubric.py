@@ -1,0 +1,72 @@
+"""The rubric: thresholds and points from a small TOML file, and the checks that score a submission."""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_RUBRIC = Path(__file__).with_name("rubric.toml")
+CHECKS = ("ran_to_end", "no_todo_left", "accuracy", "f1", "predictions", "reload")
+# The student's own test figures may differ from the hidden set's by sampling noise (their test
+# split has 750 reviews) plus a little for the different sample; beyond this we flag it.
+STUDENT_TEST_SIZE = 750
+AGREEMENT_SLACK = 0.02
+
+
+@dataclass(frozen=True)
+class Rubric:
+    accuracy: float = 0.85
+    f1: float = 0.85
+    min_predictions: int = 5
+    points: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in CHECKS})
+
+    @property
+    def max_points(self) -> float:
+        return sum(self.points.values())
+
+
+def load_rubric(path: Path | None = None) -> Rubric:
+    path = Path(path) if path else DEFAULT_RUBRIC
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot read the rubric {path}: {error}") from error
+    thresholds, points = data.get("thresholds", {}), data.get("points", {})
+    unknown = (set(thresholds) - {"accuracy", "f1", "min_predictions"}) | (set(points) - set(CHECKS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown rubric entries {', '.join(sorted(unknown))}")
+    try:
+        rubric = Rubric(accuracy=float(thresholds.get("accuracy", 0.85)), f1=float(thresholds.get("f1", 0.85)),
+                        min_predictions=int(thresholds.get("min_predictions", 5)),
+                        points={name: float(points.get(name, 0)) for name in CHECKS})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{path}: {error}") from error
+    if not (0 <= rubric.accuracy <= 1 and 0 <= rubric.f1 <= 1) or any(v < 0 for v in rubric.points.values()):
+        raise ConfigError(f"{path}: thresholds must lie in [0, 1] and points must not be negative")
+    return rubric
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    points: float
+    max_points: float
+    message: str
+
+
+def check(rubric: Rubric, name: str, passed: bool, message: str) -> CheckResult:
+    max_points = rubric.points[name]
+    return CheckResult(name, passed, max_points if passed else 0.0, max_points, message)
+
+
+def disagrees(reported: float | None, measured: float | None, hidden_size: int) -> bool:
+    """Whether a student's own figure lies beyond noise from the grader's measurement."""
+    if reported is None or measured is None or hidden_size == 0:
+        return False
+    variance = measured * (1 - measured)
+    noise = 1.96 * math.sqrt(variance / hidden_size + variance / STUDENT_TEST_SIZE)
+    return abs(reported - measured) > noise + AGREEMENT_SLACK

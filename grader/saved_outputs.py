@@ -1,0 +1,47 @@
+"""Grade from the outputs saved in a notebook, without running it (``grade --no-execute``).
+
+Nothing here is verified: the outputs are whatever the student's file says. The result is
+marked ``verified = False`` and the feedback says so. Each rubric check reads the saved output
+of the matching self-check cell, which prints ``OK:`` when it passes.
+"""
+from __future__ import annotations
+
+import re
+
+from .execute import cell_errors
+from .results import GradeResult
+from .rubric import Rubric, check
+
+SELF_CHECK_CELLS = {"accuracy": "check-accuracy", "f1": "check-f1", "predictions": "check-predictions",
+                    "reload": "check-reload"}
+REPORTED_METRIC = re.compile(r"^\s*(accuracy|precision|recall|f1):\s*([0-9.]+)\s*$", re.MULTILINE)
+
+
+def _stdout(cell) -> str:
+    return "".join(output.get("text", "") for output in cell.get("outputs", [])
+                   if output.get("output_type") == "stream" and output.get("name") == "stdout")
+
+
+def grade_saved_outputs(result: GradeResult, nb, rubric: Rubric) -> None:
+    from .pipeline import SELF_CHECK_PREFIX, todo_left
+
+    result.verified = False
+    cells = {cell.get("id"): cell for cell in nb.cells if cell.cell_type == "code"}
+    result.errors = cell_errors(nb)
+    unexecuted = sum(1 for cell in cells.values() if cell.get("execution_count") is None and cell.source.strip())
+    notebook_errors = [e for e in result.errors if not e.cell_id.startswith(SELF_CHECK_PREFIX)]
+    if "test-eval" in cells:
+        result.reported_metrics = {name: float(value) for name, value in REPORTED_METRIC.findall(_stdout(cells["test-eval"]))}
+    ran = not notebook_errors and not unexecuted
+    result.checks = [
+        check(rubric, "ran_to_end", ran, "the saved outputs show every cell run without errors" if ran else
+              f"the saved notebook has {len(notebook_errors)} error(s) and {unexecuted} cell(s) never run"),
+        check(rubric, "no_todo_left", not todo_left(nb),
+              "no TODO stub left" if not todo_left(nb) else "TODO left: a `raise NotImplementedError` stub remains"),
+    ]
+    for name, cell_id in SELF_CHECK_CELLS.items():
+        cell = cells.get(cell_id)
+        passed = cell is not None and _stdout(cell).lstrip().startswith("OK")
+        message = "the saved self-check output says OK (unverified)" if passed else \
+            f"the saved output of self-check {cell_id!r} does not say OK"
+        result.checks.append(check(rubric, name, passed, message))

@@ -1,0 +1,58 @@
+"""The CLI maps its arguments onto the API's options, and errors onto exit codes."""
+import json
+from pathlib import Path
+
+import pytest
+
+from grader import cli
+from grader.pipeline import GradingOptions
+
+
+def parse(*argv):
+    return cli.options_from_args(cli.grading_parser().parse_args(list(argv)))
+
+
+def test_defaults_come_from_the_api():
+    options, api = parse("subs"), GradingOptions()
+    for name in ("output_dir", "hidden_set", "hidden_size", "time_limit_s", "jobs", "parameters", "execute",
+                 "force", "keep_work", "rubric"):
+        assert getattr(options, name) == getattr(api, name), name
+
+
+def test_every_option_reaches_the_api(tmp_path):
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"NUM_EPOCHS": 1, "MAX_LENGTH": 64}))
+    rubric = tmp_path / "rubric.toml"
+    rubric.write_text("[thresholds]\naccuracy = 0.8\n")
+    options = parse("subs", "-o", "out", "--hidden-set", "test.csv", "--hidden-size", "200", "--timeout", "90",
+                    "-j", "3", "--params-file", str(params), "-p", "MAX_LENGTH=128", "-p", "MODEL_NAME=/m",
+                    "--rubric", str(rubric), "--no-execute", "--force", "--keep-work")
+    assert options.output_dir == Path("out") and options.hidden_set == Path("test.csv")
+    assert (options.hidden_size, options.time_limit_s, options.jobs) == (200, 90, 3)
+    assert options.parameters == {"NUM_EPOCHS": 1, "MAX_LENGTH": 128, "MODEL_NAME": "/m"}
+    assert options.rubric.accuracy == 0.8
+    assert not options.execute and options.force and options.keep_work
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["missing-folder"], "not a folder"),
+    (["{folder}", "-j", "0"], "--jobs"),
+    (["{folder}", "--hidden-set", "nope.csv"], "does not exist"),
+    (["{folder}", "-p", "no-equals"], "NAME=VALUE"),
+])
+def test_usage_errors_exit_2_with_a_message(tmp_path, capsys, argv, message):
+    argv = [arg.format(folder=tmp_path) for arg in argv]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_build_check_passes_on_the_committed_template(capsys):
+    assert cli.main(["build", "--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_build_check_fails_on_a_stale_template(tmp_path, capsys):
+    stale = tmp_path / "t.ipynb"
+    stale.write_text("{}")
+    assert cli.main(["build", "--check", "--template", str(stale)]) == 1
+    assert "grade build" in capsys.readouterr().err
