@@ -68,19 +68,27 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
                           rubric=load_rubric(args.rubric))
 
 
+def summary_rows(batch: BatchResult) -> list[tuple[str, ...]]:
+    rows = [("student", "status", "score", "accuracy", "F1", "failed checks")]
+    for r in batch.results:
+        v = r.verification
+        figure = lambda value: "-" if value is None else f"{value:.3f}"  # noqa: E731
+        failed = ", ".join(c.name for c in r.checks if not c.passed) or ("-" if r.checks else r.reason[:60])
+        rows.append((r.student_id, r.status, f"{r.total:g}/{r.max_total:g}", figure(v and v.accuracy),
+                     figure(v and v.f1), failed))
+    return rows
+
+
 def print_summary(batch: BatchResult, out=sys.stdout) -> None:
-    rows = [(r.student_id, r.status, f"{r.total:g}/{r.max_total:g}",
-             ", ".join(c.name for c in r.checks if not c.passed) or ("-" if r.checks else r.reason[:60]))
-            for r in batch.results]
-    header = ("student", "status", "score", "failed checks")
-    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(3)]
-    print(f"{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]:>{widths[2]}}  {header[3]}", file=out)
+    rows = summary_rows(batch)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}", file=out)
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1], file=out)
     for path, reason in batch.skipped:
         print(f"skipped {path}: {reason}", file=out)
     print(f"\n{len(batch.results)} graded ({len(batch.resumed)} from an earlier run), {batch.passed} passed every "
-          f"check. Gradebook: {batch.output_dir / 'gradebook.csv'}", file=out)
+          f"check. Accuracy and F1 are measured by the grader on the hidden set.\n"
+          f"Gradebook: {batch.output_dir / 'gradebook.csv'}  Feedback: {batch.output_dir / 'feedback'}", file=out)
 
 
 def build_main(argv: list[str]) -> int:

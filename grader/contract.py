@@ -13,6 +13,7 @@ import nbformat
 
 CONTRACT_MIME = "application/vnd.finetune-grader.contract+json"
 CONTRACT_CELL_ID = "grader-contract"
+CONTRACT_TAG = "grader"
 CONTRACT_NAMES = ("test_metrics", "predictions", "SAVE_DIR")
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
 LABELS = ("negative", "positive")
@@ -71,7 +72,7 @@ class Contract:
 
 def append_contract_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     cell = nbformat.v4.new_code_cell(CONTRACT_CELL_SOURCE, id=CONTRACT_CELL_ID)
-    cell.metadata["tags"] = ["grader"]
+    cell.metadata["tags"] = [CONTRACT_TAG]
     nb.cells.append(cell)
     return nb
 

@@ -16,18 +16,27 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from .contract import CONTRACT_TAG
+from .parameters import INJECTED_TAG
+
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+GRADER_TAGS = {INJECTED_TAG, CONTRACT_TAG}
 
 
 def strip_ansi(text: str) -> str:
     return ANSI_ESCAPE.sub("", text)
 
 
+def student_cell_number(nb: nbformat.NotebookNode, index: int) -> int:
+    """The 1-based number of cell ``index`` in the student's own notebook, without the grader's cells."""
+    return 1 + sum(1 for cell in nb.cells[:index] if not GRADER_TAGS & set(cell.get("metadata", {}).get("tags", [])))
+
+
 @dataclass
 class CellError:
     """The first lines a student needs: which cell failed, what it said, and where."""
 
-    cell_index: int
+    cell_number: int      # 1-based, as the student counts the cells of their notebook
     cell_id: str
     source: str
     ename: str
@@ -35,8 +44,9 @@ class CellError:
     traceback: str
 
     @classmethod
-    def from_output(cls, index: int, cell, output) -> "CellError":
-        return cls(index, cell.get("id", ""), cell.source, output.get("ename", ""),
+    def from_output(cls, nb, index: int, output) -> "CellError":
+        cell = nb.cells[index]
+        return cls(student_cell_number(nb, index), cell.get("id", ""), cell.source, output.get("ename", ""),
                    strip_ansi(output.get("evalue", "")), strip_ansi("\n".join(output.get("traceback", []))))
 
 
@@ -51,10 +61,12 @@ class Execution:
     errors: list[CellError] = field(default_factory=list)
 
     @property
-    def last_cell_id(self) -> str:
+    def last_cell(self) -> str:
+        """The running cell as a student finds it: its number, and its id."""
         if self.last_cell_index is None:
             return "?"
-        return self.notebook.cells[self.last_cell_index].get("id", str(self.last_cell_index + 1))
+        cell_id = self.notebook.cells[self.last_cell_index].get("id", "?")
+        return f"{student_cell_number(self.notebook, self.last_cell_index)} (id {cell_id})"
 
     @property
     def completed(self) -> bool:
@@ -114,6 +126,6 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, time_limit_s: 
 
 
 def cell_errors(nb: nbformat.NotebookNode) -> list[CellError]:
-    return [CellError.from_output(index, cell, output)
+    return [CellError.from_output(nb, index, output)
             for index, cell in enumerate(nb.cells) if cell.cell_type == "code"
             for output in cell.get("outputs", []) if output.get("output_type") == "error"]

@@ -32,7 +32,7 @@ from .verify import Verification, verify_in_subprocess
 
 MAX_NOTEBOOK_BYTES = 50_000_000
 TODO_STUB = "raise NotImplementedError"
-SELF_CHECK_PREFIX = "check-"
+SELF_CHECK_PREFIX = "check-"   # the ids of the answer key's self-check cells
 
 
 @dataclass
@@ -105,24 +105,18 @@ def verify(contract: Contract, workdir: Path, hidden_set_file: Path, options: Gr
 
 
 # 7 ------------------------------------------------------------------------------------------
-def is_self_check(cell) -> bool:
-    return bool(cell.get("metadata", {}).get("nbgrader", {}).get("grade")) or \
-        str(cell.get("id", "")).startswith(SELF_CHECK_PREFIX)
-
-
 def todo_left(nb: nbformat.NotebookNode) -> bool:
     return any(TODO_STUB in cell.source for cell in nb.cells if cell.cell_type == "code")
 
 
-def run_check(result: GradeResult, execution: Execution | None) -> tuple[bool, str]:
-    if execution and execution.timed_out:
+def run_check(result: GradeResult, execution: Execution) -> tuple[bool, str]:
+    if not execution.completed:
         return False, result.reason
-    if execution and execution.kernel_died:
-        return False, result.reason
+    # A failing self-check cell is already scored by the check it mirrors; don't count it twice.
     notebook_cells = [e for e in result.errors if not e.cell_id.startswith(SELF_CHECK_PREFIX)]
     if notebook_cells:
         first = notebook_cells[0]
-        return False, f"cell {first.cell_index + 1} raised {first.ename}: {first.evalue[:200]}"
+        return False, f"cell {first.cell_number} raised {first.ename}: {first.evalue[:200]}"
     return True, "every cell ran without errors"
 
 
@@ -179,7 +173,7 @@ def score(result: GradeResult, nb, execution: Execution, contract: Contract, ver
 
 
 def stop_reason(execution: Execution) -> str:
-    where = f" in cell {execution.last_cell_id}"
+    where = f" in cell {execution.last_cell}"
     if execution.timed_out:
         return f"stopped after the time limit of {execution.duration_s:.0f} s{where}"
     if execution.kernel_died:

@@ -139,7 +139,7 @@ def feedback_html(result: GradeResult, rubric: Rubric) -> str:
                                                   result.disagreement + result.contract_problems) + "</ul>")
     if result.errors:
         first = result.errors[0]
-        parts.append(f"<h2>First error: cell {first.cell_index + 1} ({esc(first.cell_id)})</h2>"
+        parts.append(f"<h2>First error: cell {first.cell_number} ({esc(first.cell_id)})</h2>"
                      f"<pre>{esc(first.source)}</pre><p>{esc(first.ename)}: {esc(first.evalue)}</p>"
                      f"<pre>{esc(first.traceback[-6000:])}</pre>")
         if len(result.errors) > 1:

@@ -56,3 +56,19 @@ def test_build_check_fails_on_a_stale_template(tmp_path, capsys):
     stale.write_text("{}")
     assert cli.main(["build", "--check", "--template", str(stale)]) == 1
     assert "grade build" in capsys.readouterr().err
+
+
+def test_the_summary_table_shows_scores_and_measured_figures():
+    from grader.batch import BatchResult
+    from grader.results import GradeResult
+    from grader.rubric import CheckResult
+    from grader.verify import Verification
+
+    good = GradeResult("ann", "ann.ipynb", checks=[CheckResult("accuracy", True, 20, 20, "")],
+                       verification=Verification(loaded=True, accuracy=0.912, f1=0.9))
+    bad = GradeResult("bob", "bob.ipynb", status="not gradable", reason="not a valid Jupyter notebook")
+    out = __import__("io").StringIO()
+    cli.print_summary(BatchResult(results=[good, bad], skipped=[("x.txt", "not a notebook")]), out)
+    text = out.getvalue()
+    assert "ann" in text and "20/20" in text and "0.912" in text
+    assert "not a valid Jupyter notebook" in text and "skipped x.txt: not a notebook" in text
