@@ -120,7 +120,7 @@ def feedback_html(result: GradeResult, rubric: Rubric) -> str:
              f"<style>{STYLE}</style></head><body>",
              f"<h1>Fine-tuning project: feedback for {esc(result.display_name or result.student_id)}</h1>",
              f"<p><b>Score: {result.total:g} / {result.max_total:g}</b> &middot; {esc(result.status)}"
-             f" &middot; graded in {result.run_time_s:.0f} s</p>"]
+             f" &middot; run time {result.run_time_s:.0f} s</p>"]
     if result.reason:
         parts.append(f"<p class='note'>{esc(result.reason)}</p>")
     if not result.verified:
