@@ -93,10 +93,8 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
             try:
                 result, executed = grade_submission(submission, options, hidden_file, workdir, env)
             except Exception as error:  # a bug in the grader must not lose the rest of the class
-                result, executed = GradeResult(
-                    student_id=submission.student_id, notebook=str(submission.notebook),
-                    display_name=submission.display_name, canvas_user_id=submission.canvas_user_id,
-                    status=GRADER_ERROR, reason=f"internal grader error: {type(error).__name__}: {error}"), None
+                result, executed = GradeResult.for_submission(
+                    submission, status=GRADER_ERROR, reason=f"internal grader error: {type(error).__name__}: {error}"), None
             out.save(result, executed, options.rubric)
             if not options.keep_work:
                 shutil.rmtree(workdir, ignore_errors=True)

@@ -29,7 +29,8 @@ def grading_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grade", description="Grade a folder of fine-tuning notebooks: run each headless, "
         "check the saved model on a hidden set, write a gradebook and feedback.",
-        epilog="`grade build [--check]` builds the student template from the answer key instead.")
+        epilog="`grade build [--check]` builds the student template from the answer key instead "
+               "(to grade a folder named build, write ./build).")
     parser.add_argument("submissions", type=Path, help="folder of notebooks, of student folders, "
                         "or an unzipped Canvas submissions download")
     parser.add_argument("-o", "--output", type=Path, default=_default("output_dir"),

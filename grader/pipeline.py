@@ -184,8 +184,7 @@ def stop_reason(execution: Execution) -> str:
 def grade_submission(submission: Submission, options: GradingOptions, hidden_set_file: Path,
                      workdir: Path, env: dict | None = None) -> tuple[GradeResult, nbformat.NotebookNode | None]:
     """Run the pipeline for one student; returns their result and the executed notebook."""
-    result = GradeResult(student_id=submission.student_id, notebook=str(submission.notebook),
-                         display_name=submission.display_name, canvas_user_id=submission.canvas_user_id)
+    result = GradeResult.for_submission(submission)
     started = time.monotonic()
     try:
         nb = read_submission(submission.notebook)

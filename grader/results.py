@@ -30,6 +30,11 @@ class GradeResult:
     run_time_s: float = 0.0
     output_truncated: bool = False
 
+    @classmethod
+    def for_submission(cls, submission, **fields) -> "GradeResult":
+        return cls(student_id=submission.student_id, notebook=str(submission.notebook),
+                   display_name=submission.display_name, canvas_user_id=submission.canvas_user_id, **fields)
+
     @property
     def total(self) -> float:
         return sum(check.points for check in self.checks)
