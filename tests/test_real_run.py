@@ -17,6 +17,8 @@ pytestmark = pytest.mark.slow
 # CPU settings: the course's GPU defaults are 3 epochs at 256 tokens; here 1 epoch at 128
 # (measured here: one epoch of 3,500 reviews takes about 6.5 minutes on 2 cores).
 CPU_PARAMETERS = {"NUM_EPOCHS": 1, "MAX_LENGTH": 128}
+# The budget for this run on the 2-core CI machine, enforced as the grader's own time limit:
+# a slower run fails `ran_to_end`, and with it the answer key's "every check" test below.
 RUN_BUDGET_S = 15 * 60
 
 
@@ -27,7 +29,7 @@ def real_run(minilm_dir, shared_amazon, tmp_path_factory, request):
     nbformat.write(build_template(), folder / "template.ipynb")
     output_dir = tmp_path_factory.mktemp("real-results")
     options = GradingOptions(output_dir=output_dir, hidden_set=shared_amazon / "test.csv", hidden_size=500,
-                             time_limit_s=40 * 60, parameters=dict(CPU_PARAMETERS, MODEL_NAME=str(minilm_dir),
+                             time_limit_s=RUN_BUDGET_S, parameters=dict(CPU_PARAMETERS, MODEL_NAME=str(minilm_dir),
                                                                    LOCAL_DATA_DIR=str(shared_amazon)))
     started = time.monotonic()
     batch = grade_submissions(folder, options, progress=False)
@@ -52,10 +54,6 @@ def test_the_answer_key_meets_the_course_thresholds_from_its_own_kernel(real_run
     executed = nbformat.read(output_dir / "executed" / "answer-key.ipynb", as_version=4)
     reload_cell = next(c for c in executed.cells if c.get("id") == "check-reload")
     assert any(o.get("text", "").startswith("OK:") for o in reload_cell.outputs)
-
-
-def test_the_answer_key_runs_within_the_ci_budget(real_run):
-    assert real_run[1]["answer-key"].run_time_s <= RUN_BUDGET_S
 
 
 def test_the_grader_passes_the_answer_key_on_every_check(real_run):
