@@ -7,7 +7,7 @@ student's check cells), then checks the shape of what came back.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import nbformat
 
@@ -60,14 +60,6 @@ class Contract:
     predictions: list[Prediction] = field(default_factory=list)
     save_dir: str | None = None
     problems: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Contract":
-        return cls(test_metrics=data["test_metrics"], save_dir=data["save_dir"], problems=data["problems"],
-                   predictions=[Prediction(**p) for p in data["predictions"]])
 
 
 def append_contract_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
