@@ -26,13 +26,11 @@ from .errors import GraderError, NotebookInvalid
 from .execute import Execution, execute_notebook
 from .parameters import inject_parameters
 from .results import NOT_GRADABLE, GradeResult
-from .rubric import Rubric, check, disagrees, load_rubric
+from .rubric import Rubric, check, disagrees, load_rubric, no_todo_check, notebook_errors
 from .submissions import Submission
 from .verify import Verification, verify_in_subprocess
 
 MAX_NOTEBOOK_BYTES = 50_000_000
-TODO_STUB = "raise NotImplementedError"
-SELF_CHECK_PREFIX = "check-"   # the ids of the answer key's self-check cells
 
 
 @dataclass
@@ -105,17 +103,12 @@ def verify(contract: Contract, workdir: Path, hidden_set_file: Path, options: Gr
 
 
 # 7 ------------------------------------------------------------------------------------------
-def todo_left(nb: nbformat.NotebookNode) -> bool:
-    return any(TODO_STUB in cell.source for cell in nb.cells if cell.cell_type == "code")
-
-
 def run_check(result: GradeResult, execution: Execution) -> tuple[bool, str]:
     if not execution.completed:
         return False, result.reason
-    # A failing self-check cell is already scored by the check it mirrors; don't count it twice.
-    notebook_cells = [e for e in result.errors if not e.cell_id.startswith(SELF_CHECK_PREFIX)]
-    if notebook_cells:
-        first = notebook_cells[0]
+    failures = notebook_errors(result.errors)
+    if failures:
+        first = failures[0]
         return False, f"cell {first.cell_number} raised {first.ename}: {first.evalue[:200]}"
     return True, "every cell ran without errors"
 
@@ -158,8 +151,7 @@ def score(result: GradeResult, nb, execution: Execution, contract: Contract, ver
     ran, ran_message = run_check(result, execution)
     result.checks = [
         check(rubric, "ran_to_end", ran, ran_message),
-        check(rubric, "no_todo_left", not todo_left(nb),
-              "no TODO stub left" if not todo_left(nb) else "TODO left: a `raise NotImplementedError` stub remains"),
+        no_todo_check(rubric, nb),
         metric_check(rubric, "accuracy", verification.accuracy, verification.accuracy_ci, verification.problem),
         metric_check(rubric, "f1", verification.f1, verification.f1_ci, verification.problem),
         predictions_check(rubric, contract),

@@ -10,6 +10,8 @@ from .errors import ConfigError
 
 DEFAULT_RUBRIC = Path(__file__).with_name("rubric.toml")
 CHECKS = ("ran_to_end", "no_todo_left", "accuracy", "f1", "predictions", "reload")
+TODO_STUB = "raise NotImplementedError"
+SELF_CHECK_PREFIX = "check-"   # the ids of the answer key's self-check cells
 # The student's own test figures may differ from the hidden set's by sampling noise (their test
 # split has 750 reviews) plus a little for the different sample; beyond this we flag it.
 STUDENT_TEST_SIZE = 750
@@ -70,3 +72,14 @@ def disagrees(reported: float | None, measured: float | None, hidden_size: int) 
     variance = measured * (1 - measured)
     noise = 1.96 * math.sqrt(variance / hidden_size + variance / STUDENT_TEST_SIZE)
     return abs(reported - measured) > noise + AGREEMENT_SLACK
+
+
+def notebook_errors(errors: list) -> list:
+    """Errors outside the self-check cells: a failing self-check is scored by the check it mirrors."""
+    return [error for error in errors if not error.cell_id.startswith(SELF_CHECK_PREFIX)]
+
+
+def no_todo_check(rubric: Rubric, nb) -> CheckResult:
+    left = any(TODO_STUB in cell.source for cell in nb.cells if cell.cell_type == "code")
+    return check(rubric, "no_todo_left", not left,
+                 "TODO left: a `raise NotImplementedError` stub remains" if left else "no TODO stub left")

@@ -10,7 +10,7 @@ import re
 
 from .execute import cell_errors
 from .results import GradeResult
-from .rubric import Rubric, check
+from .rubric import Rubric, check, no_todo_check, notebook_errors
 
 SELF_CHECK_CELLS = {"accuracy": "check-accuracy", "f1": "check-f1", "predictions": "check-predictions",
                     "reload": "check-reload"}
@@ -23,21 +23,18 @@ def _stdout(cell) -> str:
 
 
 def grade_saved_outputs(result: GradeResult, nb, rubric: Rubric) -> None:
-    from .pipeline import SELF_CHECK_PREFIX, todo_left
-
     result.verified = False
     cells = {cell.get("id"): cell for cell in nb.cells if cell.cell_type == "code"}
     result.errors = cell_errors(nb)
     unexecuted = sum(1 for cell in cells.values() if cell.get("execution_count") is None and cell.source.strip())
-    notebook_errors = [e for e in result.errors if not e.cell_id.startswith(SELF_CHECK_PREFIX)]
+    failures = notebook_errors(result.errors)
     if "test-eval" in cells:
         result.reported_metrics = {name: float(value) for name, value in REPORTED_METRIC.findall(_stdout(cells["test-eval"]))}
-    ran = not notebook_errors and not unexecuted
+    ran = not failures and not unexecuted
     result.checks = [
         check(rubric, "ran_to_end", ran, "the saved outputs show every cell run without errors" if ran else
-              f"the saved notebook has {len(notebook_errors)} error(s) and {unexecuted} cell(s) never run"),
-        check(rubric, "no_todo_left", not todo_left(nb),
-              "no TODO stub left" if not todo_left(nb) else "TODO left: a `raise NotImplementedError` stub remains"),
+              f"the saved notebook has {len(failures)} error(s) and {unexecuted} cell(s) never run"),
+        no_todo_check(rubric, nb),
     ]
     for name, cell_id in SELF_CHECK_CELLS.items():
         cell = cells.get(cell_id)
