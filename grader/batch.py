@@ -18,11 +18,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .build import ANSWER_KEY
 from .errors import UsageError
 from .hidden import load_hidden_set, write_hidden_set
 from .pipeline import GradingOptions, grade_submission
 from .report import OutputFolder
 from .results import GRADER_ERROR, GradeResult
+from .sandbox import SandboxPlan, plan_sandbox
 from .submissions import Submission, discover
 
 
@@ -33,6 +35,7 @@ class BatchResult:
     resumed: list[str] = field(default_factory=list)        # student ids kept from an earlier run
     skipped: list[tuple[str, str]] = field(default_factory=list)
     output_dir: Path = Path()
+    sandbox: SandboxPlan = SandboxPlan(flags=None)
 
     @property
     def passed(self) -> int:
@@ -80,6 +83,10 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
     if pending and options.execute:
         hidden = load_hidden_set(options.hidden_set, options.hidden_size, options.hidden_seed)
         write_hidden_set(hidden, hidden_file)
+        # Invisible to every kernel: other students' work and results, their notebooks, the answer
+        # key and the hidden set (its file, and the grader's copy under the output folder).
+        batch.sandbox = plan_sandbox(options.sandbox, parameters=options.parameters,
+                                     hidden=[out.root, Path(folder), ANSWER_KEY.parent, options.hidden_set])
 
     gpus: queue.Queue[str | None] = queue.Queue()
     for gpu in (visible_gpus() if options.jobs > 1 else []) or [None]:
@@ -91,7 +98,7 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None
             workdir = out.work / submission.student_id
             try:
-                result, executed = grade_submission(submission, options, hidden_file, workdir, env)
+                result, executed = grade_submission(submission, options, hidden_file, workdir, env, batch.sandbox)
             except Exception as error:  # a bug in the grader must not lose the rest of the class
                 result, executed = GradeResult.for_submission(
                     submission, status=GRADER_ERROR, reason=f"internal grader error: {type(error).__name__}: {error}"), None

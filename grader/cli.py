@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -16,13 +17,24 @@ from .errors import GraderError, UsageError
 from .parameters import parse_override
 from .pipeline import GradingOptions
 from .rubric import load_rubric
+from .sandbox import SANDBOX_MODES, Limits, size_text
 
 DEFAULTS = GradingOptions.__dataclass_fields__
+LIMITS = Limits()
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
 
 def _default(name):
     field = DEFAULTS[name]
     return field.default
+
+
+def size(text: str) -> int:
+    """A size such as 500M, 12G, 1.5GB or 1048576 (bytes), in binary units."""
+    match = SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 500M, 12G)")
+    return int(float(match[1]) * 1024 ** " KMGT".index((match[2] or " ").upper()))
 
 
 def grading_parser() -> argparse.ArgumentParser:
@@ -41,6 +53,21 @@ def grading_parser() -> argparse.ArgumentParser:
                         help="reviews drawn from the hidden set (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=_default("time_limit_s"),
                         help="seconds a notebook may run in all (default: %(default)s)")
+    limits = parser.add_argument_group("sandbox and limits", "each notebook runs confined by bubblewrap, "
+                                       "with no network and no view of the hidden set or other students' work")
+    limits.add_argument("--sandbox", choices=SANDBOX_MODES, default=_default("sandbox"),
+                        help="auto: confine when bubblewrap works here, else warn loudly; require: refuse to "
+                             "grade without it; off: no sandbox (default: %(default)s)")
+    limits.add_argument("--memory-limit", type=size, default=LIMITS.memory_bytes, metavar="SIZE",
+                        help=f"memory of a notebook's processes together (default: {size_text(LIMITS.memory_bytes)})")
+    limits.add_argument("--max-processes", type=int, default=LIMITS.max_processes, metavar="N",
+                        help="processes a notebook may run at once (default: %(default)s)")
+    limits.add_argument("--max-file-size", type=size, default=LIMITS.max_file_bytes, metavar="SIZE",
+                        help=f"any one file a notebook writes (default: {size_text(LIMITS.max_file_bytes)})")
+    limits.add_argument("--disk-limit", type=size, default=LIMITS.disk_bytes, metavar="SIZE",
+                        help=f"all a notebook writes to disk (default: {size_text(LIMITS.disk_bytes)})")
+    limits.add_argument("--max-output", type=size, default=_default("max_output_bytes"), metavar="SIZE",
+                        help=f"output a notebook may print (default: {size_text(_default('max_output_bytes'))})")
     parser.add_argument("-j", "--jobs", type=int, default=_default("jobs"),
                         help="notebooks run at once; one GPU each when there are several (default: %(default)s)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
@@ -66,7 +93,9 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
     return GradingOptions(output_dir=args.output, hidden_set=args.hidden_set, hidden_size=args.hidden_size,
                           time_limit_s=args.timeout, jobs=args.jobs, parameters=parameters,
                           execute=not args.no_execute, force=args.force, keep_work=args.keep_work,
-                          rubric=load_rubric(args.rubric))
+                          rubric=load_rubric(args.rubric), sandbox=args.sandbox, max_output_bytes=args.max_output,
+                          limits=Limits(memory_bytes=args.memory_limit, max_processes=args.max_processes,
+                                        max_file_bytes=args.max_file_size, disk_bytes=args.disk_limit))
 
 
 def summary_rows(batch: BatchResult) -> list[tuple[str, ...]]:
@@ -81,6 +110,8 @@ def summary_rows(batch: BatchResult) -> list[tuple[str, ...]]:
 
 
 def print_summary(batch: BatchResult, out=sys.stdout) -> None:
+    if batch.graded_now and batch.sandbox.flags is None:
+        print(f"WARNING: these notebooks ran WITHOUT a sandbox ({batch.sandbox.problem}).\n", file=out)
     rows = summary_rows(batch)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:

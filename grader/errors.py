@@ -22,6 +22,10 @@ class ConfigError(UsageError):
     """A rubric or parameter file that cannot be used."""
 
 
+class SandboxUnavailable(UsageError):
+    """``--sandbox require`` was asked for, and bubblewrap cannot run here."""
+
+
 class NotebookInvalid(GraderError):
     """A file that is not a readable Jupyter notebook."""
 

@@ -1,13 +1,15 @@
-"""Execute a notebook headless with nbclient: a fresh kernel, a wall-clock limit, capped output.
+"""Execute a notebook headless with nbclient: a fresh, confined kernel, a wall-clock limit, limits.
 
 Execution carries on past errors (every cell runs, as "Run all" would with errors ignored) so
 the record shows every failing cell, and it never raises for what the notebook does: a timeout,
-a dead kernel or a failing cell are all facts in the returned ``Execution``.
+a dead kernel, an exceeded limit or a failing cell are all facts in the returned ``Execution``.
 """
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +17,11 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from jupyter_client.manager import AsyncKernelManager
 
 from .contract import CONTRACT_TAG
 from .parameters import INJECTED_TAG
+from .sandbox import Confinement, Limits, Watchdog, kernel_environment, size_text
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 GRADER_TAGS = {INJECTED_TAG, CONTRACT_TAG}
@@ -57,6 +61,8 @@ class Execution:
     timed_out: bool = False
     kernel_died: bool = False
     output_truncated: bool = False
+    limit_exceeded: str = ""             # e.g. "used more than 12.0 GB of memory"; the kernel was stopped
+    sandboxed: bool = False
     last_cell_index: int | None = None   # the cell running when execution ended
     errors: list[CellError] = field(default_factory=list)
 
@@ -74,15 +80,25 @@ class Execution:
         return not (self.timed_out or self.kernel_died)
 
 
+class ConfinedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel command starts inside the sandbox (``command_prefix``)."""
+
+    command_prefix: list[str] = []
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        return [*self.command_prefix, *super().format_kernel_cmd(extra_arguments)]
+
+
 class CappedOutputClient(NotebookClient):
-    """NotebookClient that stops recording a notebook's output past ``max_output_bytes``.
+    """NotebookClient that stops a notebook once its output passes ``max_output_bytes``.
 
     A cell printing gigabytes would otherwise fill the grader's memory and the executed notebook.
     """
 
-    def __init__(self, nb, max_output_bytes: int, **kwargs):
+    def __init__(self, nb, max_output_bytes: int, watchdog: Watchdog, **kwargs):
         super().__init__(nb, **kwargs)
         self.max_output_bytes = max_output_bytes
+        self.watchdog = watchdog
         self.output_bytes = 0
         self.output_truncated = False
 
@@ -95,32 +111,59 @@ class CappedOutputClient(NotebookClient):
                     outs.append(nbformat.v4.new_output(
                         "stream", name="stderr",
                         text=f"[grader] output truncated: over {self.max_output_bytes:,} bytes\n"))
+                    self.watchdog.stop_kernel(f"printed more than {size_text(self.max_output_bytes)} of output")
                 return None
         return super().output(outs, msg, display_id, cell_index)
 
 
+def kernel_manager(kernel_name: str, confinement: Confinement | None, flags: list[str] | None,
+                   limits: Limits) -> AsyncKernelManager:
+    """A kernel in the sandbox (talking over Unix sockets: it has no network), or a plain one."""
+    if confinement is None:
+        return AsyncKernelManager(kernel_name=kernel_name)
+    km = ConfinedKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(confinement.kernel_dir / "ipc"),
+                               connection_file=str(confinement.kernel_dir / "kernel.json"))
+    km.command_prefix = confinement.bwrap_command(flags, limits)
+    return km
+
+
 def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, time_limit_s: float,
                      max_output_bytes: int = 20_000_000, kernel_name: str = "python3",
-                     env: dict | None = None) -> Execution:
-    """Run ``nb`` (changed in place) in ``workdir`` within ``time_limit_s`` seconds in all."""
+                     env: dict | None = None, limits: Limits = Limits(), sandbox_flags: list[str] | None = None,
+                     hidden: tuple = (), readable: tuple = ()) -> Execution:
+    """Run ``nb`` (changed in place) in ``workdir`` within ``time_limit_s`` seconds in all.
+
+    With ``sandbox_flags`` (from ``sandbox.bubblewrap_flags``) the kernel runs in bubblewrap,
+    where ``hidden`` paths do not exist and ``readable`` ones are visible read-only.
+    """
     deadline = time.monotonic() + time_limit_s
+    # A short path: Unix socket paths are limited to about 100 characters.
+    kernel_dir = Path(tempfile.mkdtemp(prefix="grade-kernel-"))
+    confinement = (Confinement(workdir, kernel_dir, hidden=list(hidden), readable=list(readable))
+                   if sandbox_flags is not None else None)
+    watchdog = Watchdog(limits, workdir)
     client = CappedOutputClient(
-        nb, max_output_bytes=max_output_bytes, kernel_name=kernel_name, allow_errors=True,
+        nb, max_output_bytes=max_output_bytes, watchdog=watchdog, allow_errors=True,
+        km=kernel_manager(kernel_name, confinement, sandbox_flags, limits),
         # Each cell may use what is left of the notebook's time; past that the kernel is shut down.
         timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
         resources={"metadata": {"path": str(workdir)}}, record_timing=False)
-    execution = Execution(notebook=nb, duration_s=0.0)
+    execution = Execution(notebook=nb, duration_s=0.0, sandboxed=confinement is not None)
     client.on_cell_start = lambda cell, cell_index: setattr(execution, "last_cell_index", cell_index)
+    client.on_notebook_start = lambda **_: watchdog.watch(client.km.provisioner.pid)
     started = time.monotonic()
     try:
-        client.execute(**({"env": env} if env else {}))
+        client.execute(env=kernel_environment(env, sandboxed=confinement is not None))
     except CellTimeoutError:
         execution.timed_out = True
     except DeadKernelError:
         execution.kernel_died = True
     finally:
+        watchdog.finish()
+        shutil.rmtree(kernel_dir, ignore_errors=True)
         execution.duration_s = time.monotonic() - started
         execution.output_truncated = client.output_truncated
+        execution.limit_exceeded = watchdog.exceeded
     execution.errors = cell_errors(nb)
     return execution
 

@@ -27,6 +27,7 @@ from .execute import Execution, execute_notebook
 from .parameters import inject_parameters
 from .results import NOT_GRADABLE, GradeResult
 from .rubric import Rubric, check, disagrees, load_rubric, no_todo_check, notebook_errors
+from .sandbox import MB, Limits, SandboxPlan
 from .submissions import Submission
 from .verify import Verification, verify_in_subprocess
 
@@ -43,7 +44,9 @@ class GradingOptions:
     hidden_seed: int = 20261122
     time_limit_s: float = 3600.0          # per notebook, wall clock
     verify_time_limit_s: float = 900.0
-    max_output_bytes: int = 20_000_000
+    max_output_bytes: int = 20 * MB
+    limits: Limits = field(default_factory=Limits)   # memory, processes, file size, disk
+    sandbox: str = "auto"                 # "auto": bubblewrap, or a loud warning without it; "require"; "off"
     max_length: int = 256                 # tokens per review when the grader measures a model
     jobs: int = 1
     parameters: dict = field(default_factory=dict)
@@ -56,6 +59,8 @@ class GradingOptions:
 
 # 1 ------------------------------------------------------------------------------------------
 def read_submission(path: Path) -> nbformat.NotebookNode:
+    if path.is_symlink():  # a link could point at the answer key, or at another student's notebook
+        raise NotebookInvalid("the submission is a link to another file, not a notebook of its own")
     if path.stat().st_size > MAX_NOTEBOOK_BYTES:
         raise NotebookInvalid(f"the notebook is over {MAX_NOTEBOOK_BYTES // 1_000_000} MB")
     try:
@@ -82,10 +87,12 @@ def prepare_workdir(nb: nbformat.NotebookNode, workdir: Path) -> nbformat.Notebo
 
 
 # 4 ------------------------------------------------------------------------------------------
-def execute(nb, workdir: Path, options: GradingOptions, env: dict | None) -> Execution:
+def execute(nb, workdir: Path, options: GradingOptions, env: dict | None, sandbox: SandboxPlan) -> Execution:
     append_contract_cell(nb)
     return execute_notebook(nb, workdir, time_limit_s=options.time_limit_s,
-                            max_output_bytes=options.max_output_bytes, kernel_name=options.kernel_name, env=env)
+                            max_output_bytes=options.max_output_bytes, kernel_name=options.kernel_name, env=env,
+                            limits=options.limits, sandbox_flags=sandbox.flags, hidden=sandbox.hidden,
+                            readable=sandbox.readable)
 
 
 # 6 ------------------------------------------------------------------------------------------
@@ -166,6 +173,8 @@ def score(result: GradeResult, nb, execution: Execution, contract: Contract, ver
 
 def stop_reason(execution: Execution) -> str:
     where = f" in cell {execution.last_cell}"
+    if execution.limit_exceeded:
+        return f"stopped{where}: the notebook {execution.limit_exceeded}, over the grader's limit"
     if execution.timed_out:
         return f"stopped after the time limit of {execution.duration_s:.0f} s{where}"
     if execution.kernel_died:
@@ -174,7 +183,8 @@ def stop_reason(execution: Execution) -> str:
 
 
 def grade_submission(submission: Submission, options: GradingOptions, hidden_set_file: Path,
-                     workdir: Path, env: dict | None = None) -> tuple[GradeResult, nbformat.NotebookNode | None]:
+                     workdir: Path, env: dict | None = None,
+                     sandbox: SandboxPlan = SandboxPlan(flags=None)) -> tuple[GradeResult, nbformat.NotebookNode | None]:
     """Run the pipeline for one student; returns their result and the executed notebook."""
     result = GradeResult.for_submission(submission)
     started = time.monotonic()
@@ -186,8 +196,9 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
             return result, nb
         nb = prepare_workdir(nb, workdir)
         inject_parameters(nb, options.parameters)
-        execution = execute(nb, workdir, options, env)
+        execution = execute(nb, workdir, options, env, sandbox)
         result.errors, result.output_truncated = execution.errors, execution.output_truncated
+        result.sandboxed = execution.sandboxed
         result.reason = stop_reason(execution)
         contract = read_contract(execution.notebook)
         result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems

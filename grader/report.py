@@ -80,14 +80,15 @@ def _figure(value) -> str:
 def gradebook_csv(results: list[GradeResult]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["student_id", "name", "status", "verified", *CHECKS, "total", "max_total",
+    writer.writerow(["student_id", "name", "status", "verified", "sandboxed", *CHECKS, "total", "max_total",
                      "hidden_accuracy", "hidden_f1", "reported_accuracy", "reported_f1", "flags", "run_time_s",
                      "reason"])
     for result in sorted(results, key=lambda r: r.student_id):
         verification = result.verification
         checks = [("pass" if c.passed else "fail") if (c := result.check(name)) else "" for name in CHECKS]
         flags = result.disagreement + (["output truncated"] if result.output_truncated else [])
-        writer.writerow([result.student_id, result.display_name, result.status, result.verified, *checks,
+        writer.writerow([result.student_id, result.display_name, result.status, result.verified, result.sandboxed,
+                         *checks,
                          f"{result.total:g}", f"{result.max_total:g}",
                          _figure(verification.accuracy if verification else None),
                          _figure(verification.f1 if verification else None),

@@ -29,6 +29,7 @@ class GradeResult:
     errors: list[CellError] = field(default_factory=list)
     run_time_s: float = 0.0
     output_truncated: bool = False
+    sandboxed: bool = False        # the notebook ran confined by bubblewrap
 
     @classmethod
     def for_submission(cls, submission, **fields) -> "GradeResult":

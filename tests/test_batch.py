@@ -18,7 +18,7 @@ def write_notebooks(folder, names):
 def test_parallel_jobs_get_one_gpu_each(tmp_path, monkeypatch):
     seen, running, lock = [], set(), threading.Lock()
 
-    def fake_grade(submission, options, hidden, workdir, env):
+    def fake_grade(submission, options, hidden, workdir, env, sandbox):
         gpu = env["CUDA_VISIBLE_DEVICES"]
         with lock:
             assert gpu not in running, "two jobs on one GPU"

@@ -6,6 +6,7 @@ import pytest
 
 from grader import cli
 from grader.pipeline import GradingOptions
+from grader.sandbox import Limits
 
 
 def parse(*argv):
@@ -15,7 +16,7 @@ def parse(*argv):
 def test_defaults_come_from_the_api():
     options, api = parse("subs"), GradingOptions()
     for name in ("output_dir", "hidden_set", "hidden_size", "time_limit_s", "jobs", "parameters", "execute",
-                 "force", "keep_work", "rubric"):
+                 "force", "keep_work", "rubric", "sandbox", "limits", "max_output_bytes"):
         assert getattr(options, name) == getattr(api, name), name
 
 
@@ -26,12 +27,17 @@ def test_every_option_reaches_the_api(tmp_path):
     rubric.write_text("[thresholds]\naccuracy = 0.8\n")
     options = parse("subs", "-o", "out", "--hidden-set", "test.csv", "--hidden-size", "200", "--timeout", "90",
                     "-j", "3", "--params-file", str(params), "-p", "MAX_LENGTH=128", "-p", "MODEL_NAME=/m",
-                    "--rubric", str(rubric), "--no-execute", "--force", "--keep-work")
+                    "--rubric", str(rubric), "--no-execute", "--force", "--keep-work", "--sandbox", "require",
+                    "--memory-limit", "3G", "--max-processes", "64", "--max-file-size", "500M",
+                    "--disk-limit", "1.5GB", "--max-output", "2M")
     assert options.output_dir == Path("out") and options.hidden_set == Path("test.csv")
     assert (options.hidden_size, options.time_limit_s, options.jobs) == (200, 90, 3)
     assert options.parameters == {"NUM_EPOCHS": 1, "MAX_LENGTH": 128, "MODEL_NAME": "/m"}
     assert options.rubric.accuracy == 0.8
     assert not options.execute and options.force and options.keep_work
+    assert options.sandbox == "require" and options.max_output_bytes == 2 * 2**20
+    assert options.limits == Limits(memory_bytes=3 * 2**30, max_processes=64, max_file_bytes=500 * 2**20,
+                                    disk_bytes=int(1.5 * 2**30))
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -44,6 +50,12 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, capsys, argv, message):
     argv = [arg.format(folder=tmp_path) for arg in argv]
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_bad_size_is_an_argparse_error_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([str(tmp_path), "--memory-limit", "lots"])
+    assert stop.value.code == 2 and "not a size" in capsys.readouterr().err
 
 
 def test_build_check_passes_on_the_committed_template(capsys):

@@ -1,0 +1,316 @@
+"""Confine a student's kernel with bubblewrap, limit what it may use, and watch it.
+
+Bubblewrap (``bwrap``, the sandbox under Flatpak) puts the kernel in new user, PID, network,
+IPC, UTS and cgroup namespaces without root and without a daemon. Inside it:
+
+- there is no network (only a loopback of its own), so the kernel talks to the grader over
+  Unix sockets (ZeroMQ's ``ipc`` transport) in a folder bound in for that kernel alone;
+- the filesystem is read-only; the student's working folder is writable, and ``/tmp`` is a
+  folder of their own inside it;
+- home folders, ``/tmp`` and ``/run`` are empty, except for what the kernel needs to read:
+  Python, the grader's package, the Hugging Face cache and the paths the instructor passes as
+  parameters (the course's data and model);
+- the grader's output folder (other students' work, the hidden set, the gradebook), the
+  submissions folder, the answer key and the hidden-set file are not there at all;
+- GPUs stay usable: the NVIDIA device files are bound in.
+
+``grader.confine`` then sets the limits that the kernel enforces (file size, tasks), and a
+``Watchdog`` thread in the grader enforces the rest (memory, processes, disk), killing the whole
+sandbox at once when one is exceeded. Without bubblewrap the kernel runs unconfined, with the
+watchdog still on, and the grader says so loudly.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from .errors import SandboxUnavailable, UsageError
+
+GB = 1024 ** 3
+MB = 1024 ** 2
+SANDBOX_MODES = ("auto", "require", "off")
+
+# Every namespace; caps dropped (they matter when the grader runs as root); the sandbox dies with
+# the grader; a new session so the kernel cannot push keystrokes into the grader's terminal.
+NAMESPACE_FLAGS = ["--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+NO_NESTED_USERNS = ["--disable-userns"]   # bubblewrap >= 0.8: no user namespaces inside the sandbox
+# Emptied inside the sandbox (other users' files, sockets of running services, temp files).
+COARSE_HIDDEN = ["/home", "/root", "/run", "/var/tmp", "/mnt", "/media", "/srv"]
+# Kept from the grader's environment; anything else (tokens, keys, credentials) stays out.
+ENVIRONMENT_KEPT = ("PATH", "LANG", "LANGUAGE", "LC_", "TZ", "TERM", "CUDA_", "NVIDIA_", "LD_LIBRARY_PATH",
+                    "OMP_", "MKL_", "OPENBLAS_", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY",
+                    "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_", "PYTHONPATH", "PYTHONHASHSEED",
+                    "PYTHONWARNINGS", "PYTHONUNBUFFERED", "VIRTUAL_ENV", "PYTORCH_", "MPLBACKEND")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one notebook may use. The defaults fit a DistilBERT fine-tuning run on a GPU machine."""
+
+    memory_bytes: int = 12 * GB       # resident memory of all the kernel's processes together
+    max_processes: int = 256
+    max_file_bytes: int = 4 * GB      # any single file it writes
+    disk_bytes: int = 20 * GB         # everything in its working folder, /tmp included
+
+    @property
+    def max_tasks(self) -> int:
+        """The kernel-enforced cap on tasks, threads included: a backstop for the process count."""
+        return max(4096, 16 * self.max_processes)
+
+
+def size_text(size: int) -> str:
+    return f"{size / GB:.1f} GB" if size >= GB else f"{size / MB:.0f} MB"
+
+
+# --- is bubblewrap usable here? ------------------------------------------------------------
+@functools.cache
+def bubblewrap_flags() -> tuple[list[str] | None, str]:
+    """The namespace flags this machine's bubblewrap accepts, or None with the reason it cannot run."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return None, "bubblewrap is not installed (Debian/Ubuntu: apt install bubblewrap; Fedora: dnf install bubblewrap)"
+    problem = ""
+    for flags in (NAMESPACE_FLAGS + NO_NESTED_USERNS, NAMESPACE_FLAGS):
+        try:
+            probe = subprocess.run([bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *flags, "true"],
+                                   capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return None, f"bubblewrap does not start: {error}"
+        if probe.returncode == 0:
+            return flags, ""
+        problem = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+    return None, (f"bubblewrap cannot create its namespaces here ({problem}); unprivileged user namespaces "
+                  "may be disabled (sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces)")
+
+
+def _under(path: Path, roots) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _existing(paths) -> list[Path]:
+    found = []
+    for path in paths:
+        if path is None:
+            continue
+        path = Path(os.path.realpath(path))
+        if path.exists() and path not in found:
+            found.append(path)
+    return found
+
+
+def hub_cache() -> Path | None:
+    try:
+        from huggingface_hub import constants
+        return Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        return None
+
+
+def python_paths() -> list[Path]:
+    """What the kernel's Python needs to read: its installation and the grader's package."""
+    import site
+    grader_parent = Path(__file__).resolve().parent.parent
+    return [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.executable).resolve().parent,
+            *map(Path, site.getsitepackages()), grader_parent]
+
+
+def gpu_devices() -> list[Path]:
+    dev = Path("/dev")
+    return sorted(dev.glob("nvidia*")) + ([dev / "dri"] if (dev / "dri").is_dir() else [])
+
+
+@dataclass
+class Confinement:
+    """What one student's kernel may see and touch."""
+
+    workdir: Path                 # writable: the notebook's own folder
+    kernel_dir: Path              # writable: the kernel's connection file and sockets, nothing else
+    hidden: list[Path] = field(default_factory=list)     # not there at all, wherever they are
+    readable: list[Path] = field(default_factory=list)   # visible read-only, even under an emptied folder
+
+    @property
+    def tmpdir(self) -> Path:
+        return self.workdir / ".tmp"
+
+    def bwrap_command(self, flags: list[str], limits: Limits) -> list[str]:
+        workdir, kernel_dir = Path(os.path.realpath(self.workdir)), Path(os.path.realpath(self.kernel_dir))
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        coarse = _existing([*COARSE_HIDDEN, os.environ.get("HOME")])
+        coarse = [path for path in coarse if path != Path("/")]
+        readable = _existing([*python_paths(), hub_cache(), *self.readable])
+        readable = [path for path in readable if _under(path, coarse + [Path("/tmp")])]
+        hidden = [path for path in _existing(self.hidden)
+                  if _under(path, readable) or not _under(path, coarse + [Path("/tmp")])]
+
+        args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        for device in gpu_devices():
+            args += ["--dev-bind", str(device), str(device)]
+        for path in coarse:
+            args += ["--tmpfs", str(path)]
+        args += ["--bind", str(self.tmpdir), "/tmp"]
+        for path in readable:
+            args += ["--ro-bind", str(path), str(path)]
+        emptied = list(coarse)
+        for path in hidden:
+            if path.is_dir():
+                args += ["--tmpfs", str(path)]
+                emptied.append(path)
+            else:  # a file: empty its folder, then bind back everything else in it
+                args += ["--tmpfs", str(path.parent)]
+                emptied.append(path.parent)
+                for sibling in sorted(path.parent.iterdir()):
+                    if sibling != path and sibling.name not in {h.name for h in hidden if h.parent == path.parent}:
+                        args += ["--ro-bind", str(sibling), str(sibling)]
+        args += ["--bind", str(workdir), str(workdir), "--bind", str(kernel_dir), str(kernel_dir)]
+        for path in emptied:
+            args += ["--remount-ro", str(path)]
+        uid = os.getuid() or 65534   # as root, the sandbox runs as nobody, without capabilities
+        # ipykernel exits when its parent looks gone, as it always does from inside a PID namespace;
+        # 1 turns that poll off, and --die-with-parent does its job.
+        args += ["--setenv", "JPY_PARENT_PID", "1"]
+        args += [*flags, "--uid", str(uid), "--gid", str(os.getgid() or 65534), "--chdir", str(workdir)]
+        return args + [sys.executable, "-P", "-m", "grader.confine", "--max-tasks", str(limits.max_tasks),
+                       "--max-file-bytes", str(limits.max_file_bytes), "--"]
+
+
+def kernel_environment(base: dict | None, sandboxed: bool) -> dict:
+    """The kernel's environment: the grader's, less its secrets, offline, with writable caches."""
+    base = dict(os.environ if base is None else base)
+    env = {name: value for name, value in base.items() if name.startswith(ENVIRONMENT_KEPT)}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    cache = hub_cache()
+    if cache is not None:
+        env["HF_HUB_CACHE"] = str(cache)
+    if sandboxed:  # home is empty and read-only inside: caches and settings go to the private /tmp
+        env.update(HOME="/tmp", TMPDIR="/tmp", HF_DATASETS_CACHE="/tmp/.cache/huggingface/datasets")
+    else:
+        env.update({name: base[name] for name in ("HOME", "TMPDIR", "USER") if name in base})
+    return env
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """How a batch's kernels are confined: bubblewrap's flags, and what they may and may not see."""
+
+    flags: tuple[str, ...] | None         # None: no sandbox (unavailable, or turned off)
+    hidden: tuple[Path, ...] = ()         # the output folder, the submissions, the answer key, the hidden set
+    readable: tuple[Path, ...] = ()       # the course's data and model, from the instructor's parameters
+    problem: str = ""                     # why there is no sandbox
+
+
+class SandboxUnavailableWarning(UserWarning):
+    """Student notebooks are about to run without a sandbox."""
+
+
+def plan_sandbox(mode: str, hidden, parameters: dict) -> SandboxPlan:
+    """Bubblewrap when it works here; ``require`` refuses to go on without it, ``auto`` warns loudly."""
+    if mode not in SANDBOX_MODES:
+        raise UsageError(f"--sandbox must be one of {', '.join(SANDBOX_MODES)}, not {mode!r}")
+    if mode == "off":
+        problem = "turned off (--sandbox off)"
+    else:
+        flags, problem = bubblewrap_flags()
+        if flags is not None:
+            readable = [Path(value) for value in parameters.values()
+                        if isinstance(value, str) and value.startswith(("/", ".")) and Path(value).exists()]
+            return SandboxPlan(tuple(flags), tuple(_existing(hidden)), tuple(_existing(readable)))
+        if mode == "require":
+            raise SandboxUnavailable(f"--sandbox require, but {problem}")
+    warnings.warn(f"student notebooks will run WITHOUT a sandbox: {problem}. Their code can read and change "
+                  "anything your account can, the hidden set included. Resource limits still apply.",
+                  SandboxUnavailableWarning, stacklevel=2)
+    return SandboxPlan(flags=None, problem=problem)
+
+
+# --- the watchdog ---------------------------------------------------------------------------
+def folder_bytes(folder: Path) -> int:
+    total = 0
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+class Watchdog:
+    """Polls a kernel's process tree and folder; past a limit, kills the whole tree and says why."""
+
+    def __init__(self, limits: Limits, folder: Path, poll_s: float = 0.1, disk_every_s: float = 2.0):
+        self.limits, self.folder, self.poll_s, self.disk_every_s = limits, folder, poll_s, disk_every_s
+        self.exceeded = ""            # what was exceeded, in words for the student
+        self._root: psutil.Process | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="grader-watchdog", daemon=True)
+
+    def watch(self, pid: int) -> None:
+        self._root = psutil.Process(pid)
+        self._thread.start()
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return [self._root, *self._root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def _run(self) -> None:
+        next_disk_check = 0.0
+        while not self._stop.wait(self.poll_s):
+            tree = self._tree()
+            if not tree:
+                return
+            if len(tree) > self.limits.max_processes:
+                self.stop_kernel(f"started more than {self.limits.max_processes} processes")
+                return
+            memory = 0
+            for process in tree:
+                try:
+                    memory += process.memory_info().rss
+                except psutil.Error:
+                    pass
+            if memory > self.limits.memory_bytes:
+                self.stop_kernel(f"used more than {size_text(self.limits.memory_bytes)} of memory")
+                return
+            if time.monotonic() >= next_disk_check:
+                next_disk_check = time.monotonic() + self.disk_every_s
+                if folder_bytes(self.folder) > self.limits.disk_bytes:
+                    self.stop_kernel(f"wrote more than {size_text(self.limits.disk_bytes)} to disk")
+                    return
+
+    def stop_kernel(self, reason: str) -> None:
+        """Kill the kernel and everything it started. The first reason given is the one kept."""
+        if reason and not self.exceeded:
+            self.exceeded = reason
+        self._kill_tree()
+
+    def _kill_tree(self) -> None:
+        # The sandbox's root first: bubblewrap's --die-with-parent then takes its whole PID namespace.
+        for _ in range(3):
+            tree = self._tree()
+            if not tree:
+                return
+            for process in tree:
+                try:
+                    process.kill()
+                except psutil.Error:
+                    pass
+            time.sleep(0.05)
+
+    def finish(self) -> None:
+        """Stop watching; nothing the kernel started may outlive it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self._root is not None:
+            self._kill_tree()
