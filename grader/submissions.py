@@ -38,7 +38,13 @@ class Discovery:
 
 
 def safe_id(text: str) -> str:
+    """A file name that stays inside the output folder: no separators, no leading dots."""
     return SAFE_ID.sub("_", text).strip("._") or "unnamed"
+
+
+def readable_name(text: str) -> str:
+    """A name for people and CSV files: bytes that are not UTF-8 (surrogate escapes) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _from_file(path: Path) -> Submission:
@@ -46,7 +52,7 @@ def _from_file(path: Path) -> Submission:
     if match:
         return Submission(student_id=safe_id(match["user_id"]), notebook=path, display_name=match["name"],
                           canvas_user_id=match["user_id"], attempt=int(match["attempt"] or 0))
-    return Submission(student_id=safe_id(path.stem), notebook=path, display_name=path.stem)
+    return Submission(student_id=safe_id(path.stem), notebook=path, display_name=readable_name(path.stem))
 
 
 def _from_folder(folder: Path, discovery: Discovery) -> Submission | None:
@@ -58,7 +64,7 @@ def _from_folder(folder: Path, discovery: Discovery) -> Submission | None:
     for other in notebooks:
         if other != chosen:
             discovery.skipped.append((str(other), f"the newer {chosen.name} was graded for {folder.name}"))
-    return Submission(student_id=safe_id(folder.name), notebook=chosen, display_name=folder.name)
+    return Submission(student_id=safe_id(folder.name), notebook=chosen, display_name=readable_name(folder.name))
 
 
 def discover(folder: Path) -> Discovery:
@@ -68,7 +74,13 @@ def discover(folder: Path) -> Discovery:
     discovery = Discovery()
     found: list[Submission] = []
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(".") or entry.name == "__MACOSX":
+        if entry.name == "__MACOSX" or (entry.name.startswith(".") and entry.suffix.lower() != ".ipynb"):
+            continue   # .DS_Store, .ipynb_checkpoints: never submissions
+        if entry.name.startswith("."):   # macOS's ._name.ipynb, or a name hiding itself: said, not graded
+            discovery.skipped.append((str(entry), "a hidden file (its name starts with a dot)"))
+            continue
+        if entry.is_symlink() and entry.is_dir():
+            discovery.skipped.append((str(entry), "a link to a folder, not a student's own folder"))
             continue
         if entry.is_dir():
             submission = _from_folder(entry, discovery)

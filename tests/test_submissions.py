@@ -51,7 +51,9 @@ def test_canvas_download_with_resubmissions(tmp_path):
 def test_odd_file_names_become_safe_ids(tmp_path):
     touch(tmp_path / "weird name!!.ipynb")
     touch(tmp_path / ".hidden.ipynb")
-    assert [s.student_id for s in discover(tmp_path).submissions] == ["weird_name"]
+    found = discover(tmp_path)
+    assert [s.student_id for s in found.submissions] == ["weird_name"]
+    assert found.skipped == [(str(tmp_path / ".hidden.ipynb"), "a hidden file (its name starts with a dot)")]
 
 
 def test_a_missing_folder_is_a_usage_error(tmp_path):
