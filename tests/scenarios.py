@@ -1,8 +1,15 @@
-"""Fixture submissions, each named after its scenario and built from the answer key by one edit.
+"""Fixture submissions, each named after its scenario: the autograder's and the adversarial corpus.
 
-Each edit names the cell it changes and the exact text it replaces, and fails loudly when the
-answer key no longer contains that text, so the fixtures cannot drift from the key.
-``EXPECTED`` is the golden verdict: the checks each scenario must fail and must pass.
+The autograder's scenarios are built from the answer key by one edit. Each edit names the cell
+it changes and the exact text it replaces, and fails loudly when the answer key no longer
+contains that text, so the fixtures cannot drift from the key.
+
+The adversarial scenarios (``ATTACKS``) are short notebooks: the answer key's parameters cell,
+then the attack. They get the paths they aim at (the hidden set, the output folder, another
+student's folder) from ``Targets``, as a student who guessed them would.
+
+``EXPECTED`` is the golden verdict: the status, the checks each scenario must fail and must
+pass, and words the reason must contain.
 """
 from __future__ import annotations
 
@@ -75,16 +82,24 @@ def metadata_stripped(nb):
         cell.metadata = {}
 
 
+def overwrites_self_checks(nb):
+    below_threshold(nb)
+    for cell in nb.cells:
+        if cell.get("id", "").startswith("check-"):
+            cell.source = 'print("OK: check passed")'
+
+
 @dataclass(frozen=True)
 class Expected:
     fails: frozenset = frozenset()
     passes: frozenset = frozenset()
     status: str = "graded"
+    reason: str = ""       # in the result's reason or a failed check's message (a regex)
 
 
-def _expect(fails=(), passes=None):
+def _expect(fails=(), passes=None, reason=""):
     passes = set(CHECKS) - set(fails) if passes is None else passes
-    return Expected(frozenset(fails), frozenset(passes))
+    return Expected(frozenset(fails), frozenset(passes), reason=reason)
 
 
 EDITS = {
@@ -98,6 +113,7 @@ EDITS = {
     "infinite-loop": infinite_loop,
     "prints-fake-metrics": prints_fake_metrics,
     "metadata-stripped": metadata_stripped,
+    "overwrites-self-checks": overwrites_self_checks,
 }
 
 EXPECTED = {
@@ -115,19 +131,179 @@ EXPECTED = {
     "prints-fake-metrics": _expect(fails={"accuracy", "f1"}, passes={"ran_to_end", "no_todo_left", "reload"}),
     "todo-left": _expect(fails=set(CHECKS), passes=set()),
     "not-json": Expected(status="not gradable"),
+    # The self-checks are the student's aid; the grader measures the model, so this still fails.
+    "overwrites-self-checks": _expect(fails={"accuracy", "f1"}, passes={"ran_to_end", "no_todo_left", "reload"}),
 }
 
 
-def write_scenarios(folder: Path, names=None) -> Path:
-    """Write ``<scenario>.ipynb`` for each scenario into ``folder``."""
+# --- the adversarial corpus ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Targets:
+    """What the attacks aim at, as paths on the grading machine."""
+
+    output_dir: Path        # the grader's output folder: gradebook, results, other students' work
+    hidden_set: Path        # the instructor's hidden evaluation CSV
+    outside: Path           # a folder outside every sandbox; nothing may appear in it
+    port: int = 0           # a TCP port listening on the grader's loopback
+    home: Path = Path.home()
+
+    @property
+    def marker(self) -> Path:
+        return self.outside / "pwned"
+
+    @property
+    def writes_attempted(self) -> list[Path]:
+        """Where the attacks try to write; none of these may exist after grading."""
+        return [self.marker, self.home / "pwned-by-a-student", ANSWER_KEY.parent.parent / "pwned-by-a-student"]
+
+
+def _attack(*sources: str) -> nbformat.NotebookNode:
+    key = nbformat.read(ANSWER_KEY, as_version=4)
+    return nbformat.v4.new_notebook(cells=[copy.deepcopy(_cell(key, "parameters"))]
+                                    + [nbformat.v4.new_code_cell(source) for source in sources],
+                                    metadata=key.metadata)
+
+
+HAND_MADE_CONTRACT = '''
+test_metrics = {"accuracy": 0.99, "precision": 0.99, "recall": 0.99, "f1": 0.99}
+predictions = [{"text": t, "label": l, "confidence": 0.99} for t, l in
+               [("great", "positive"), ("love it", "positive"), ("excellent", "positive"),
+                ("awful", "negative"), ("broken", "negative"), ("waste", "negative")]]
+'''
+
+
+def _attacks(t: Targets) -> dict:
+    other_model = t.output_dir / "work" / "passes" / "outputs" / "sentiment-model"
+    return {
+        "fork-bomb": _attack("import os\nwhile True:\n    os.fork()"),
+        "memory-hog": _attack("hog = []\nwhile True:\n    hog.append(b'x' * 100_000_000)"),
+        "disk-filler": _attack("for i in range(10_000):\n    with open(f'fill-{i}', 'wb') as f:\n"
+                               "        f.write(b'x' * 50_000_000)"),
+        "one-huge-file": _attack("with open('huge', 'wb') as f:\n    for _ in range(1_000):\n"
+                                 "        f.write(b'x' * 10_000_000)"),
+        "prints-gigabytes": _attack("while True:\n    print('x' * 1_000_000)"),
+        "sleeps-ignoring-interrupts": _attack(
+            "import signal, time\nfor s in (signal.SIGINT, signal.SIGTERM):\n    signal.signal(s, signal.SIG_IGN)\n"
+            "while True:\n    try:\n        time.sleep(1000)\n    except BaseException:\n        pass"),
+        "exits-its-process": _attack("import os\nos._exit(0)", "print('not reached')"),
+        "kills-its-kernel": _attack("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"),
+        "reads-hidden-set": _attack(f"print(open({str(t.hidden_set)!r}).read()[:200])",
+                                    f"print(open({str(t.output_dir / '.grader' / 'hidden-set.json')!r}).read()[:200])"),
+        "scans-for-csv": _attack(
+            "import os\nfound = []\nfor root, dirs, files in os.walk('/'):\n"
+            "    dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys', '/dev')]\n"
+            "    found += [os.path.join(root, f) for f in files if f.endswith(('.csv', 'hidden-set.json'))]\n"
+            f"leaked = [f for f in found if f in ({str(t.hidden_set)!r},) or f.endswith('hidden-set.json')]\n"
+            "print(len(found), 'CSV files found;', 'leaked:', leaked)\nassert not leaked, leaked"),
+        "opens-socket": _attack(f"import socket\nsocket.create_connection(('127.0.0.1', {t.port}), timeout=5)"),
+        "writes-outside-its-folder": _attack(
+            *(f"open({str(path)!r}, 'w').write('PWN' + 'ED')" for path in reversed(t.writes_attempted)),
+            "open('/tmp/pwned', 'w').write('PWN' + 'ED')  # its own /tmp: allowed, and gone afterwards"),
+        "edits-the-grader": _attack(
+            "import grader, pathlib\n"
+            "pathlib.Path(grader.__file__).write_text('raise SystemExit(' + repr('PWN' + 'ED') + ')')"),
+        "edits-the-gradebook": _attack(
+            f"open({str(t.output_dir / 'gradebook.csv')!r}, 'a').write('passes,PWN' + 'ED,100')",
+            f"open({str(t.output_dir / 'results' / 'edits-the-gradebook.json')!r}, 'w').write('{{}}')"),
+        "fakes-test-metrics": _attack(
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+            "AutoModelForSequenceClassification.from_pretrained(MODEL_NAME, num_labels=2).save_pretrained('model')\n"
+            "AutoTokenizer.from_pretrained(MODEL_NAME).save_pretrained('model')\nSAVE_DIR = 'model'",
+            HAND_MADE_CONTRACT),
+        "steals-another-students-model": _attack(
+            f"import shutil\nSAVE_DIR = {str(other_model)!r}", HAND_MADE_CONTRACT,
+            "shutil.copytree(SAVE_DIR, 'stolen')"),
+        "links-to-another-students-model": _attack(
+            f"import os\nos.symlink({str(other_model)!r}, 'model')\nSAVE_DIR = 'model'", HAND_MADE_CONTRACT),
+        "save-dir-is-the-course-model": _attack("SAVE_DIR = MODEL_NAME", HAND_MADE_CONTRACT),
+        "pickle-payload": _attack(
+            "import json, os, pickle\nos.makedirs('model', exist_ok=True)\n"
+            "class Payload:\n    def __reduce__(self):\n"
+            f"        return (os.system, ({'touch ' + str(t.marker)!r},))\n"
+            "with open('model/pytorch_model.bin', 'wb') as f:\n    pickle.dump(Payload(), f)\n"
+            "json.dump({'model_type': 'bert', 'architectures': ['BertForSequenceClassification']},"
+            " open('model/config.json', 'w'))\nSAVE_DIR = 'model'", HAND_MADE_CONTRACT),
+    }
+
+
+FLAT = {"ran_to_end", "accuracy", "f1", "predictions", "reload"}   # an attack's failures when it stops
+ATTACK_EXPECTED = {
+    "fork-bomb": _expect(fails=FLAT, reason="more than .* processes"),
+    "memory-hog": _expect(fails=FLAT, reason="of memory"),
+    "disk-filler": _expect(fails=FLAT, reason="to disk"),
+    "one-huge-file": _expect(fails=FLAT, reason="File too large"),
+    "prints-gigabytes": _expect(fails=FLAT, reason="of output"),
+    "sleeps-ignoring-interrupts": _expect(fails=FLAT, reason="time limit"),
+    "exits-its-process": _expect(fails=FLAT, reason="kernel died"),
+    "kills-its-kernel": _expect(fails=FLAT, reason="kernel died"),
+    "reads-hidden-set": _expect(fails=FLAT, reason="FileNotFoundError"),
+    # Nothing hidden is found, so the scan itself runs to its end.
+    "scans-for-csv": _expect(fails=FLAT - {"ran_to_end"}, reason="SAVE_DIR is not defined"),
+    "opens-socket": _expect(fails=FLAT, reason="ConnectionRefusedError|Network is unreachable"),
+    "writes-outside-its-folder": _expect(fails=FLAT, reason="Read-only file system"),
+    "edits-the-grader": _expect(fails=FLAT, reason="Read-only file system"),
+    "edits-the-gradebook": _expect(fails=FLAT, reason="Read-only file system|No such file"),
+    "fakes-test-metrics": _expect(fails={"accuracy", "f1", "reload"}, reason="reproduce"),
+    "steals-another-students-model": _expect(fails=FLAT - {"predictions"}, reason="FileNotFoundError"),
+    # Refused as outside the student's folder, or missing once that student's folder is cleaned up.
+    "links-to-another-students-model": _expect(fails={"accuracy", "f1", "reload"}, reason="outside|does not exist"),
+    "save-dir-is-the-course-model": _expect(fails={"accuracy", "f1", "reload"}, reason="outside"),
+    "pickle-payload": _expect(fails={"accuracy", "f1", "reload"}, reason="pickle"),
+}
+# Files that are not a normal notebook at all.
+FILE_EXPECTED = {
+    "notebook-of-100-mb": Expected(status="not gradable", reason="over 50 MB"),
+    "nbformat-3": _expect(),   # converted to nbformat 4, then graded like any other
+    "empty-notebook": Expected(status="not gradable", reason="no code cells"),
+    "empty-file": Expected(status="not gradable", reason="not a valid Jupyter notebook"),
+    "not-utf-8": Expected(status="not gradable", reason="not a valid Jupyter notebook"),
+    "caf_-latin-1-name": _expect(fails=FLAT - {"ran_to_end"}),          # file name caf\xe9-latin-1-name
+    "a_.._.._grader_evil": _expect(fails=FLAT - {"ran_to_end"}),        # file name a\\..\\..\\grader\\evil
+    "links-to-the-answer-key": Expected(status="not gradable", reason="link"),
+}
+CORPUS_EXPECTED = {**EXPECTED, **ATTACK_EXPECTED, **FILE_EXPECTED}
+
+
+def _write_file_scenario(folder: Path, name: str, key) -> None:
+    harmless = _attack("print('hello')")
+    if name == "notebook-of-100-mb":
+        big = _attack("print('hello')")
+        big.cells[-1].outputs = [nbformat.v4.new_output("stream", text="x" * 100_000_000)]
+        nbformat.write(big, folder / f"{name}.ipynb")
+    elif name == "nbformat-3":
+        nbformat.write(nbformat.convert(copy.deepcopy(key), 3), folder / f"{name}.ipynb")
+    elif name == "empty-notebook":
+        nbformat.write(nbformat.v4.new_notebook(), folder / f"{name}.ipynb")
+    elif name == "empty-file":
+        (folder / f"{name}.ipynb").write_bytes(b"")
+    elif name == "not-utf-8":
+        (folder / f"{name}.ipynb").write_bytes(nbformat.writes(harmless).replace("hello", "caf\u00e9")
+                                               .encode("utf-8").replace("caf\u00e9".encode(), b"caf\xe9"))
+    elif name == "caf_-latin-1-name":
+        (folder / "caf\udce9-latin-1-name.ipynb").write_text(nbformat.writes(harmless), encoding="utf-8")
+    elif name == "a_.._.._grader_evil":
+        (folder / "a\\..\\..\\grader\\evil.ipynb").write_text(nbformat.writes(harmless), encoding="utf-8")
+    elif name == "links-to-the-answer-key":
+        (folder / f"{name}.ipynb").symlink_to(ANSWER_KEY)
+    else:
+        raise KeyError(name)
+
+
+def write_scenarios(folder: Path, names=None, targets: Targets | None = None) -> Path:
+    """Write ``<scenario>.ipynb`` for each scenario into ``folder`` (attacks need ``targets``)."""
     folder.mkdir(parents=True, exist_ok=True)
     key = nbformat.read(ANSWER_KEY, as_version=4)
+    attacks = _attacks(targets) if targets else {}
     for name in names or EXPECTED:
         path = folder / f"{name}.ipynb"
         if name == "not-json":
             path.write_text("this is not a notebook {", encoding="utf-8")
         elif name == "todo-left":
             nbformat.write(build_template(), path)
+        elif name in ATTACK_EXPECTED:
+            nbformat.write(attacks[name], path)
+        elif name in FILE_EXPECTED:
+            _write_file_scenario(folder, name, key)
         else:
             nb = copy.deepcopy(key)
             EDITS[name](nb)

@@ -1,57 +1,141 @@
-"""`grade` over a folder mixing every fixture scenario, with the tiny model: golden verdicts."""
+"""`grade` over a folder of every fixture scenario, attacks included, with the tiny model, in the sandbox.
+
+Every scenario must get its golden verdict, the grader must not crash, and nothing outside the
+sandbox may change: the repository, the submissions, the data and model folders are hashed
+before and after, the files the attacks try to write must not exist, and the loopback listener
+must see no connection.
+"""
 import csv
+import hashlib
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
+import nbformat
 import pytest
 
 from grader import GradingOptions, grade_submissions
+from grader.build import ROOT
 from grader.results import NOT_GRADABLE
-from scenarios import EXPECTED, write_scenarios
+from grader.sandbox import MB, GB, Limits, bubblewrap_flags
+from scenarios import CORPUS_EXPECTED, Targets, write_scenarios
 
-# Long enough for a tiny run on a busy 2-core machine; the infinite loop runs into it.
+# Long enough for a tiny run on a busy 2-core machine; the infinite loops run into it.
 TIME_LIMIT_S = 150
+# Small enough for the attacks to reach quickly, large enough for the tiny model's training.
+TEST_LIMITS = Limits(memory_bytes=3 * GB, max_processes=64, max_file_bytes=256 * MB, disk_bytes=1 * GB)
 
 
 def options(tiny_parameters, tiny_data_dir, output_dir, **overrides):
     return GradingOptions(output_dir=output_dir, hidden_set=tiny_data_dir / "test.csv", hidden_size=100,
-                          parameters=tiny_parameters, time_limit_s=TIME_LIMIT_S, **overrides)
+                          parameters=tiny_parameters, time_limit_s=TIME_LIMIT_S, limits=TEST_LIMITS,
+                          sandbox="require", **overrides)
+
+
+def require_sandbox():
+    flags, problem = bubblewrap_flags()
+    if flags is None and not os.environ.get("KIT_REQUIRE_SANDBOX"):
+        pytest.skip(f"no sandbox here: {problem}")
+
+
+def tree_digest(*folders: Path) -> dict[str, str]:
+    """Every file under ``folders``, by path, with a hash of its bytes."""
+    digest = {}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and ".pytest_cache" not in path.parts:
+                digest[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest
+
+
+class Listener:
+    """A TCP port on the grader's loopback that records whoever connects."""
+
+    def __init__(self):
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.connections = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                connection, address = self.socket.accept()
+            except OSError:
+                return
+            self.connections.append(address)
+            connection.close()
 
 
 @pytest.fixture(scope="module")
-def mixed_batch(tiny_parameters, tiny_data_dir, tmp_path_factory):
-    folder = write_scenarios(tmp_path_factory.mktemp("submissions"))
-    (folder / "notes.txt").write_text("not a submission")
+def mixed_batch(tiny_parameters, tiny_data_dir, tiny_model_dir, tmp_path_factory):
+    require_sandbox()
+    listener = Listener()
     output_dir = tmp_path_factory.mktemp("results")
+    targets = Targets(output_dir=output_dir, hidden_set=tiny_data_dir / "test.csv",
+                      outside=tmp_path_factory.mktemp("outside"), port=listener.port)
+    folder = write_scenarios(tmp_path_factory.mktemp("submissions"), CORPUS_EXPECTED, targets)
+    (folder / "notes.txt").write_text("not a submission")
+    watched = [ROOT / "grader", ROOT / "answer_key", ROOT / "notebooks", folder, tiny_data_dir, tiny_model_dir]
+    before = tree_digest(*watched)
     batch = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, output_dir, jobs=2), progress=False)
-    return folder, output_dir, batch
+    listener.socket.close()
+    after = tree_digest(*watched)
+    outside_effects = {"changed": {path for path in set(before) | set(after) if before.get(path) != after.get(path)},
+                       "written": [path for path in targets.writes_attempted if path.exists()],
+                       "connections": listener.connections}
+    return folder, output_dir, batch, outside_effects
 
 
-@pytest.mark.parametrize("scenario", sorted(EXPECTED))
+def student(batch, scenario: str):
+    return next(r for r in batch.results if r.student_id == scenario)
+
+
+@pytest.mark.parametrize("scenario", sorted(CORPUS_EXPECTED))
 def test_each_scenario_gets_its_verdict(mixed_batch, scenario):
-    _, _, batch = mixed_batch
-    result = next(r for r in batch.results if r.student_id == scenario)
-    expected = EXPECTED[scenario]
+    result = student(mixed_batch[2], scenario)
+    expected = CORPUS_EXPECTED[scenario]
     assert result.status == expected.status, result.reason
+    assert result.sandboxed or result.status == NOT_GRADABLE
     outcome = {check.name: check.passed for check in result.checks}
     assert {name for name in expected.fails if outcome.get(name)} == set(), (scenario, result.checks)
     assert {name for name in expected.passes if not outcome.get(name)} == set(), (scenario, result.checks)
     assert result.total == sum(c.points for c in result.checks if c.passed)
+    reasons = " | ".join([result.reason] + [c.message for c in result.checks if not c.passed])
+    assert re.search(expected.reason, reasons), reasons
+
+
+def test_nothing_outside_the_sandbox_changes(mixed_batch):
+    effects = mixed_batch[3]
+    assert effects == {"changed": set(), "written": [], "connections": []}
+    output_dir = mixed_batch[1]
+    for path in [output_dir / "gradebook.csv", *(output_dir / "results").glob("*.json")]:
+        assert "PWNED" not in path.read_text(encoding="utf-8"), path
+
+
+def test_a_scan_of_the_whole_filesystem_finds_no_hidden_data(mixed_batch):
+    executed = nbformat.read(mixed_batch[1] / "executed" / "scans-for-csv.ipynb", as_version=4)
+    printed = "".join(output.get("text", "") for cell in executed.cells for output in cell.get("outputs", []))
+    assert "CSV files found; leaked: []" in printed
 
 
 def test_nothing_is_lost_and_every_student_has_feedback(mixed_batch):
-    folder, output_dir, batch = mixed_batch
-    assert sorted(r.student_id for r in batch.results) == sorted(EXPECTED)
+    folder, output_dir, batch, _ = mixed_batch
+    assert sorted(r.student_id for r in batch.results) == sorted(CORPUS_EXPECTED)
     assert batch.skipped == [(str(folder / "notes.txt"), "not a notebook")]
-    with open(output_dir / "gradebook.csv", newline="") as handle:
+    with open(output_dir / "gradebook.csv", newline="", encoding="utf-8") as handle:
         rows = {row["student_id"]: row for row in csv.DictReader(handle)}
-    assert set(rows) == set(EXPECTED)
+    assert set(rows) == set(CORPUS_EXPECTED)
     assert rows["passes"]["total"] == "100" and rows["todo-left"]["no_todo_left"] == "fail"
-    for student in EXPECTED:
+    assert rows["caf_-latin-1-name"]["name"] == "caf\ufffd-latin-1-name"
+    for student in CORPUS_EXPECTED:
         assert (output_dir / "feedback" / f"{student}.html").is_file()
         assert json.loads((output_dir / "results" / f"{student}.json").read_text())["student_id"] == student
     assert (output_dir / "executed" / "passes.ipynb").is_file()
@@ -72,11 +156,11 @@ def test_the_reasons_students_read(mixed_batch):
 
 
 def test_a_rerun_resumes_and_force_regrades(mixed_batch, tiny_parameters, tiny_data_dir):
-    folder, output_dir, _ = mixed_batch
+    folder, output_dir = mixed_batch[:2]
     (output_dir / "results" / "too-few-predictions.json").unlink()
     again = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, output_dir), progress=False)
     assert again.graded_now == ["too-few-predictions"]
-    assert sorted(again.resumed) == sorted(set(EXPECTED) - {"too-few-predictions"})
+    assert sorted(again.resumed) == sorted(set(CORPUS_EXPECTED) - {"too-few-predictions"})
 
 
 def test_no_execute_grades_the_saved_outputs_unverified(mixed_batch, tiny_parameters, tiny_data_dir, tmp_path):
