@@ -9,6 +9,7 @@ import argparse
 import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from . import build
@@ -17,7 +18,7 @@ from .errors import GraderError, UsageError
 from .parameters import parse_override
 from .pipeline import GradingOptions
 from .rubric import load_rubric
-from .sandbox import SANDBOX_MODES, Limits, size_text
+from .sandbox import SANDBOX_MODES, Limits, SandboxUnavailableWarning, SandboxWithoutNetworkWarning, size_text
 
 DEFAULTS = GradingOptions.__dataclass_fields__
 LIMITS = Limits()
@@ -137,8 +138,17 @@ def build_main(argv: list[str]) -> int:
     return 0
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """The sandbox's warnings as a line of their own that an instructor cannot miss; others as usual."""
+    if issubclass(category, (SandboxUnavailableWarning, SandboxWithoutNetworkWarning)):
+        print(f"grade: WARNING: {message}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    warnings.showwarning = show_warning
     try:
         if argv[:1] == ["build"]:
             return build_main(argv[1:])

@@ -212,6 +212,10 @@ class SandboxUnavailableWarning(UserWarning):
     """Student notebooks are about to run without a sandbox."""
 
 
+class SandboxWithoutNetworkWarning(UserWarning):
+    """Sandboxed notebooks are about to reach for the Hub, which they cannot."""
+
+
 def plan_sandbox(mode: str, hidden, parameters: dict) -> SandboxPlan:
     """Bubblewrap when it works here; ``require`` refuses to go on without it, ``auto`` warns loudly."""
     if mode not in SANDBOX_MODES:
@@ -223,6 +227,10 @@ def plan_sandbox(mode: str, hidden, parameters: dict) -> SandboxPlan:
         if flags is not None:
             readable = [Path(value) for value in parameters.values()
                         if isinstance(value, str) and value.startswith(("/", ".")) and Path(value).exists()]
+            if not parameters.get("LOCAL_DATA_DIR"):
+                warnings.warn("the notebooks will load their data from the Hugging Face Hub, but sandboxed kernels "
+                              "have no network: pass local copies with -p LOCAL_DATA_DIR=... -p MODEL_NAME=...",
+                              SandboxWithoutNetworkWarning, stacklevel=2)
             return SandboxPlan(tuple(flags), tuple(_existing(hidden)), tuple(_existing(readable)))
         if mode == "require":
             raise SandboxUnavailable(f"--sandbox require, but {problem}")

@@ -92,6 +92,17 @@ def tiny_parameters(tiny_model_dir, tiny_data_dir) -> dict:
 
 
 @pytest.fixture(scope="session")
+def sandbox_flags():
+    """Bubblewrap's flags here; without it the sandbox tests skip, except where CI requires it."""
+    from grader.sandbox import bubblewrap_flags
+
+    flags, problem = bubblewrap_flags()
+    if flags is None and not os.environ.get("KIT_REQUIRE_SANDBOX"):
+        pytest.skip(f"no sandbox here: {problem}")
+    return flags
+
+
+@pytest.fixture(scope="session")
 def shared_amazon() -> Path:
     if not (SHARED_AMAZON / "train.csv").is_file():
         pytest.skip(f"the offline copy of Amazon Polarity is not at {SHARED_AMAZON} "

@@ -84,3 +84,10 @@ def test_the_summary_table_shows_scores_and_measured_figures():
     text = out.getvalue()
     assert "ann" in text and "20/20" in text and "0.912" in text
     assert "not a valid Jupyter notebook" in text and "skipped x.txt: not a notebook" in text
+
+
+def test_the_sandbox_warning_is_a_line_of_its_own(capsys):
+    from grader.sandbox import SandboxUnavailableWarning
+
+    cli.show_warning("student notebooks will run WITHOUT a sandbox", SandboxUnavailableWarning, "x.py", 1)
+    assert capsys.readouterr().err == "grade: WARNING: student notebooks will run WITHOUT a sandbox\n"

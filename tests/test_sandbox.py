@@ -3,7 +3,6 @@
 The adversarial corpus (tests/test_grading.py) shows the whole sandbox at work on real notebooks;
 these tests pin down each part on its own, quickly.
 """
-import os
 import subprocess
 import sys
 import time
@@ -16,13 +15,6 @@ from grader import sandbox
 from grader.errors import SandboxUnavailable
 from grader.execute import execute_notebook
 from grader.sandbox import MB, Confinement, Limits, Watchdog, kernel_environment, plan_sandbox
-
-
-def needs_bubblewrap():
-    flags, problem = sandbox.bubblewrap_flags()
-    if flags is None and not os.environ.get("KIT_REQUIRE_SANDBOX"):
-        pytest.skip(f"no sandbox here: {problem}")
-    return flags
 
 
 def test_a_hidden_file_goes_and_its_neighbours_stay(tmp_path):
@@ -66,14 +58,19 @@ def test_turning_the_sandbox_off_is_said_too():
         assert plan_sandbox("off", hidden=[], parameters={}).flags is None
 
 
-def test_the_plan_reads_only_path_parameters(tmp_path):
-    needs_bubblewrap()
+def test_the_plan_reads_only_path_parameters(tmp_path, sandbox_flags):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plan = plan_sandbox("require", hidden=[tmp_path / "missing", tmp_path],
                             parameters={"MODEL_NAME": str(tmp_path), "DATASET_ID": "fancyzhx/amazon_polarity",
-                                        "NUM_EPOCHS": 3})
-    assert plan.readable == (tmp_path,) and plan.hidden == (tmp_path,)
+                                        "LOCAL_DATA_DIR": str(tmp_path), "NUM_EPOCHS": 3})
+    assert plan.readable == (tmp_path,)
+    assert plan.hidden == (tmp_path,)
+
+
+def test_grading_from_the_hub_in_the_sandbox_is_warned_about(sandbox_flags):
+    with pytest.warns(sandbox.SandboxWithoutNetworkWarning, match="no network"):
+        plan_sandbox("auto", hidden=[], parameters={"NUM_EPOCHS": 1})
 
 
 def test_confine_limits_the_size_of_a_file(tmp_path):
@@ -117,8 +114,7 @@ def test_the_watchdog_stops_a_disk_filler(tmp_path):
     assert watchdog.exceeded == "wrote more than 100 MB to disk" and time.monotonic() - started < 30
 
 
-def test_a_sandboxed_kernel_sees_no_secret_and_no_hidden_file(tmp_path, monkeypatch):
-    flags = needs_bubblewrap()
+def test_a_sandboxed_kernel_sees_no_secret_and_no_hidden_file(tmp_path, monkeypatch, sandbox_flags):
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     hidden = tmp_path / "hidden.csv"
     hidden.write_text("secret")
@@ -127,7 +123,7 @@ def test_a_sandboxed_kernel_sees_no_secret_and_no_hidden_file(tmp_path, monkeypa
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in (
         "import os; print(os.environ.get('HF_TOKEN'), os.path.exists(%r))" % str(hidden),
         "open('mine.txt', 'w').write('ok'); open('/tmp/t', 'w').write('ok'); print(os.getcwd())")])
-    execution = execute_notebook(nb, work, time_limit_s=120, sandbox_flags=list(flags), hidden=(hidden,))
+    execution = execute_notebook(nb, work, time_limit_s=120, sandbox_flags=list(sandbox_flags), hidden=(hidden,))
     assert execution.sandboxed and not execution.errors
     assert nb.cells[0].outputs[0].text == "None False\n"
     assert (work / "mine.txt").read_text() == "ok" and (work / ".tmp" / "t").read_text() == "ok"
