@@ -46,6 +46,9 @@ NAMESPACE_FLAGS = ["--unshare-all", "--unshare-user", "--die-with-parent", "--ne
 NO_NESTED_USERNS = ["--disable-userns"]   # bubblewrap >= 0.8: no user namespaces inside the sandbox
 # Emptied inside the sandbox (other users' files, sockets of running services, temp files).
 COARSE_HIDDEN = ["/home", "/root", "/run", "/var/tmp", "/mnt", "/media", "/srv"]
+# System secrets that root can read even without capabilities (the sandbox keeps root's uid on the
+# host when the grader runs as root): covered by /dev/null, which a bind mount makes unopenable (nodev).
+SECRET_FILES = ["/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers", "/etc/ssh/ssh_host_*_key"]
 # Kept from the grader's environment; anything else (tokens, keys, credentials) stays out.
 ENVIRONMENT_KEPT = ("PATH", "LANG", "LANGUAGE", "LC_", "TZ", "TERM", "CUDA_", "NVIDIA_", "LD_LIBRARY_PATH",
                     "OMP_", "MKL_", "OPENBLAS_", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY",
@@ -157,6 +160,9 @@ class Confinement:
             args += ["--dev-bind", str(device), str(device)]
         for path in coarse:
             args += ["--tmpfs", str(path)]
+        for pattern in SECRET_FILES:
+            for secret in sorted(Path("/").glob(pattern.lstrip("/"))):
+                args += ["--ro-bind", "/dev/null", str(secret)]
         args += ["--bind", str(self.tmpdir), "/tmp"]
         for path in readable:
             args += ["--ro-bind", str(path), str(path)]

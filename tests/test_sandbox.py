@@ -3,6 +3,7 @@
 The adversarial corpus (tests/test_grading.py) shows the whole sandbox at work on real notebooks;
 these tests pin down each part on its own, quickly.
 """
+import os
 import subprocess
 import sys
 import time
@@ -123,7 +124,9 @@ def test_a_sandboxed_kernel_sees_no_secret_and_no_hidden_file(tmp_path, monkeypa
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in (
         "import os; print(os.environ.get('HF_TOKEN'), os.path.exists(%r))" % str(hidden),
         "open('mine.txt', 'w').write('ok'); open('/tmp/t', 'w').write('ok'); print(os.getcwd())")])
+    if os.path.exists("/etc/shadow"):  # readable by root's uid, which the sandbox keeps when the grader is root
+        nb.cells.append(nbformat.v4.new_code_cell("print(repr(open('/etc/shadow').read()))"))
     execution = execute_notebook(nb, work, time_limit_s=120, sandbox_flags=list(sandbox_flags), hidden=(hidden,))
-    assert execution.sandboxed and not execution.errors
+    assert execution.sandboxed and [error.ename for error in execution.errors] == ["PermissionError"] * len(nb.cells[2:])
     assert nb.cells[0].outputs[0].text == "None False\n"
     assert (work / "mine.txt").read_text() == "ok" and (work / ".tmp" / "t").read_text() == "ok"
