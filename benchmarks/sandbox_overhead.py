@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 
 from grader.execute import execute_notebook
-from grader.sandbox import bubblewrap_flags
+from grader.sandbox import SandboxPlan, bubblewrap_flags
 
 TRAINING = """import time, torch
 torch.manual_seed(0)
@@ -31,12 +31,12 @@ for _ in range({steps}):
 print(time.perf_counter() - started)"""
 
 
-def run_once(flags, steps: int) -> tuple[float, float]:
+def run_once(sandbox: SandboxPlan | None, steps: int) -> tuple[float, float]:
     workdir = Path(tempfile.mkdtemp(prefix="sandbox-bench-"))
     try:
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(TRAINING.format(steps=steps))])
         started = time.perf_counter()
-        execution = execute_notebook(nb, workdir, time_limit_s=600, sandbox_flags=flags)
+        execution = execute_notebook(nb, workdir, time_limit_s=600, sandbox=sandbox)
         total = time.perf_counter() - started
         if execution.errors or not execution.completed:
             raise SystemExit(f"the benchmark notebook failed: {execution.errors or execution}")
@@ -54,7 +54,7 @@ def main() -> None:
     if flags is None:
         raise SystemExit(f"no sandbox here: {problem}")
     for round_number in range(1, args.rounds + 1):
-        for name, mode in (("unconfined", None), ("sandboxed", list(flags))):
+        for name, mode in (("unconfined", None), ("sandboxed", SandboxPlan(tuple(flags)))):
             total, training = run_once(mode, args.steps)
             print(f"round {round_number} {name:10s}: {args.steps} training steps {training:6.2f} s; "
                   f"kernel start to finish {total:6.2f} s")

@@ -21,7 +21,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from .contract import CONTRACT_TAG
 from .parameters import INJECTED_TAG
-from .sandbox import Confinement, Limits, Watchdog, kernel_environment, size_text
+from .sandbox import Confinement, Limits, SandboxPlan, Watchdog, kernel_environment, size_text
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 GRADER_TAGS = {INJECTED_TAG, CONTRACT_TAG}
@@ -116,35 +116,34 @@ class CappedOutputClient(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
-def kernel_manager(kernel_name: str, confinement: Confinement | None, flags: list[str] | None,
-                   limits: Limits) -> AsyncKernelManager:
+def kernel_manager(kernel_name: str, confinement: Confinement | None, limits: Limits) -> AsyncKernelManager:
     """A kernel in the sandbox (talking over Unix sockets: it has no network), or a plain one."""
     if confinement is None:
         return AsyncKernelManager(kernel_name=kernel_name)
     km = ConfinedKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(confinement.kernel_dir / "ipc"),
                                connection_file=str(confinement.kernel_dir / "kernel.json"))
-    km.command_prefix = confinement.bwrap_command(flags, limits)
+    km.command_prefix = confinement.bwrap_command(limits)
     return km
 
 
 def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, time_limit_s: float,
                      max_output_bytes: int = 20_000_000, kernel_name: str = "python3",
-                     env: dict | None = None, limits: Limits = Limits(), sandbox_flags: list[str] | None = None,
-                     hidden: tuple = (), readable: tuple = ()) -> Execution:
+                     env: dict | None = None, limits: Limits = Limits(),
+                     sandbox: SandboxPlan | None = None) -> Execution:
     """Run ``nb`` (changed in place) in ``workdir`` within ``time_limit_s`` seconds in all.
 
-    With ``sandbox_flags`` (from ``sandbox.bubblewrap_flags``) the kernel runs in bubblewrap,
-    where ``hidden`` paths do not exist and ``readable`` ones are visible read-only.
+    With a ``sandbox`` plan that has bubblewrap's flags (``sandbox.plan_sandbox``), the kernel
+    runs confined; without one, unconfined (the limits apply either way).
     """
     deadline = time.monotonic() + time_limit_s
     # A short path: Unix socket paths are limited to about 100 characters.
     kernel_dir = Path(tempfile.mkdtemp(prefix="grade-kernel-"))
-    confinement = (Confinement(workdir, kernel_dir, hidden=list(hidden), readable=list(readable))
-                   if sandbox_flags is not None else None)
+    confinement = (Confinement(workdir, kernel_dir, sandbox)
+                   if sandbox is not None and sandbox.flags is not None else None)
     watchdog = Watchdog(limits, workdir)
     client = CappedOutputClient(
         nb, max_output_bytes=max_output_bytes, watchdog=watchdog, allow_errors=True,
-        km=kernel_manager(kernel_name, confinement, sandbox_flags, limits),
+        km=kernel_manager(kernel_name, confinement, limits),
         # Each cell may use what is left of the notebook's time; past that the kernel is shut down.
         timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
         resources={"metadata": {"path": str(workdir)}}, record_timing=False)

@@ -91,8 +91,7 @@ def execute(nb, workdir: Path, options: GradingOptions, env: dict | None, sandbo
     append_contract_cell(nb)
     return execute_notebook(nb, workdir, time_limit_s=options.time_limit_s,
                             max_output_bytes=options.max_output_bytes, kernel_name=options.kernel_name, env=env,
-                            limits=options.limits, sandbox_flags=sandbox.flags, hidden=sandbox.hidden,
-                            readable=sandbox.readable)
+                            limits=options.limits, sandbox=sandbox)
 
 
 # 6 ------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -138,21 +138,20 @@ class Confinement:
 
     workdir: Path                 # writable: the notebook's own folder
     kernel_dir: Path              # writable: the kernel's connection file and sockets, nothing else
-    hidden: list[Path] = field(default_factory=list)     # not there at all, wherever they are
-    readable: list[Path] = field(default_factory=list)   # visible read-only, even under an emptied folder
+    plan: "SandboxPlan"           # bubblewrap's flags; what is hidden, and what stays readable
 
     @property
     def tmpdir(self) -> Path:
         return self.workdir / ".tmp"
 
-    def bwrap_command(self, flags: list[str], limits: Limits) -> list[str]:
+    def bwrap_command(self, limits: Limits) -> list[str]:
         workdir, kernel_dir = Path(os.path.realpath(self.workdir)), Path(os.path.realpath(self.kernel_dir))
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         coarse = _existing([*COARSE_HIDDEN, os.environ.get("HOME")])
         coarse = [path for path in coarse if path != Path("/")]
-        readable = _existing([*python_paths(), hub_cache(), *self.readable])
+        readable = _existing([*python_paths(), hub_cache(), *self.plan.readable])
         readable = [path for path in readable if _under(path, coarse + [Path("/tmp")])]
-        hidden = [path for path in _existing(self.hidden)
+        hidden = [path for path in _existing(self.plan.hidden)
                   if _under(path, readable) or not _under(path, coarse + [Path("/tmp")])]
 
         args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
@@ -166,17 +165,14 @@ class Confinement:
         args += ["--bind", str(self.tmpdir), "/tmp"]
         for path in readable:
             args += ["--ro-bind", str(path), str(path)]
-        emptied = list(coarse)
-        for path in hidden:
-            if path.is_dir():
-                args += ["--tmpfs", str(path)]
-                emptied.append(path)
-            else:  # a file: empty its folder, then bind back everything else in it
-                args += ["--tmpfs", str(path.parent)]
-                emptied.append(path.parent)
-                for sibling in sorted(path.parent.iterdir()):
-                    if sibling != path and sibling.name not in {h.name for h in hidden if h.parent == path.parent}:
-                        args += ["--ro-bind", str(sibling), str(sibling)]
+        hidden_files = {path for path in hidden if not path.is_dir()}
+        # A hidden file's folder is emptied, then everything else in it is bound back.
+        emptied = [*coarse, *(path for path in hidden if path.is_dir()), *sorted({p.parent for p in hidden_files})]
+        for folder in emptied[len(coarse):]:
+            args += ["--tmpfs", str(folder)]
+            if folder in {path.parent for path in hidden_files}:
+                for sibling in sorted(set(folder.iterdir()) - hidden_files):
+                    args += ["--ro-bind", str(sibling), str(sibling)]
         args += ["--bind", str(workdir), str(workdir), "--bind", str(kernel_dir), str(kernel_dir)]
         for path in emptied:
             args += ["--remount-ro", str(path)]
@@ -184,7 +180,7 @@ class Confinement:
         # ipykernel exits when its parent looks gone, as it always does from inside a PID namespace;
         # 1 turns that poll off, and --die-with-parent does its job.
         args += ["--setenv", "JPY_PARENT_PID", "1"]
-        args += [*flags, "--uid", str(uid), "--gid", str(os.getgid() or 65534), "--chdir", str(workdir)]
+        args += [*self.plan.flags, "--uid", str(uid), "--gid", str(os.getgid() or 65534), "--chdir", str(workdir)]
         return args + [sys.executable, "-P", "-m", "grader.confine", "--max-tasks", str(limits.max_tasks),
                        "--max-file-bytes", str(limits.max_file_bytes), "--"]
 

@@ -157,8 +157,7 @@ class Targets:
         return [self.marker, self.home / "pwned-by-a-student", ANSWER_KEY.parent.parent / "pwned-by-a-student"]
 
 
-def _attack(*sources: str) -> nbformat.NotebookNode:
-    key = nbformat.read(ANSWER_KEY, as_version=4)
+def _attack(key, *sources: str) -> nbformat.NotebookNode:
     return nbformat.v4.new_notebook(cells=[copy.deepcopy(_cell(key, "parameters"))]
                                     + [nbformat.v4.new_code_cell(source) for source in sources],
                                     metadata=key.metadata)
@@ -172,51 +171,51 @@ predictions = [{"text": t, "label": l, "confidence": 0.99} for t, l in
 '''
 
 
-def _attacks(t: Targets) -> dict:
+def _attacks(t: Targets, key) -> dict:
     other_model = t.output_dir / "work" / "passes" / "outputs" / "sentiment-model"
     return {
-        "fork-bomb": _attack("import os\nwhile True:\n    os.fork()"),
-        "memory-hog": _attack("hog = []\nwhile True:\n    hog.append(b'x' * 100_000_000)"),
-        "disk-filler": _attack("for i in range(10_000):\n    with open(f'fill-{i}', 'wb') as f:\n"
+        "fork-bomb": _attack(key, "import os\nwhile True:\n    os.fork()"),
+        "memory-hog": _attack(key, "hog = []\nwhile True:\n    hog.append(b'x' * 100_000_000)"),
+        "disk-filler": _attack(key, "for i in range(10_000):\n    with open(f'fill-{i}', 'wb') as f:\n"
                                "        f.write(b'x' * 50_000_000)"),
-        "one-huge-file": _attack("with open('huge', 'wb') as f:\n    for _ in range(1_000):\n"
+        "one-huge-file": _attack(key, "with open('huge', 'wb') as f:\n    for _ in range(1_000):\n"
                                  "        f.write(b'x' * 10_000_000)"),
-        "prints-gigabytes": _attack("while True:\n    print('x' * 1_000_000)"),
-        "sleeps-ignoring-interrupts": _attack(
+        "prints-gigabytes": _attack(key, "while True:\n    print('x' * 1_000_000)"),
+        "sleeps-ignoring-interrupts": _attack(key,
             "import signal, time\nfor s in (signal.SIGINT, signal.SIGTERM):\n    signal.signal(s, signal.SIG_IGN)\n"
             "while True:\n    try:\n        time.sleep(1000)\n    except BaseException:\n        pass"),
-        "exits-its-process": _attack("import os\nos._exit(0)", "print('not reached')"),
-        "kills-its-kernel": _attack("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"),
-        "reads-hidden-set": _attack(f"print(open({str(t.hidden_set)!r}).read()[:200])",
+        "exits-its-process": _attack(key, "import os\nos._exit(0)", "print('not reached')"),
+        "kills-its-kernel": _attack(key, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"),
+        "reads-hidden-set": _attack(key, f"print(open({str(t.hidden_set)!r}).read()[:200])",
                                     f"print(open({str(t.output_dir / '.grader' / 'hidden-set.json')!r}).read()[:200])"),
-        "scans-for-csv": _attack(
+        "scans-for-csv": _attack(key,
             "import os\nfound = []\nfor root, dirs, files in os.walk('/'):\n"
             "    dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys', '/dev')]\n"
             "    found += [os.path.join(root, f) for f in files if f.endswith(('.csv', 'hidden-set.json'))]\n"
             f"leaked = [f for f in found if f in ({str(t.hidden_set)!r},) or f.endswith('hidden-set.json')]\n"
             "print(len(found), 'CSV files found;', 'leaked:', leaked)\nassert not leaked, leaked"),
-        "opens-socket": _attack(f"import socket\nsocket.create_connection(('127.0.0.1', {t.port}), timeout=5)"),
-        "writes-outside-its-folder": _attack(
+        "opens-socket": _attack(key, f"import socket\nsocket.create_connection(('127.0.0.1', {t.port}), timeout=5)"),
+        "writes-outside-its-folder": _attack(key,
             *(f"open({str(path)!r}, 'w').write('PWN' + 'ED')" for path in reversed(t.writes_attempted)),
             "open('/tmp/pwned', 'w').write('PWN' + 'ED')  # its own /tmp: allowed, and gone afterwards"),
-        "edits-the-grader": _attack(
+        "edits-the-grader": _attack(key,
             "import grader, pathlib\n"
             "pathlib.Path(grader.__file__).write_text('raise SystemExit(' + repr('PWN' + 'ED') + ')')"),
-        "edits-the-gradebook": _attack(
+        "edits-the-gradebook": _attack(key,
             f"open({str(t.output_dir / 'gradebook.csv')!r}, 'a').write('passes,PWN' + 'ED,100')",
             f"open({str(t.output_dir / 'results' / 'edits-the-gradebook.json')!r}, 'w').write('{{}}')"),
-        "fakes-test-metrics": _attack(
+        "fakes-test-metrics": _attack(key,
             "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
             "AutoModelForSequenceClassification.from_pretrained(MODEL_NAME, num_labels=2).save_pretrained('model')\n"
             "AutoTokenizer.from_pretrained(MODEL_NAME).save_pretrained('model')\nSAVE_DIR = 'model'",
             HAND_MADE_CONTRACT),
-        "steals-another-students-model": _attack(
+        "steals-another-students-model": _attack(key,
             f"import shutil\nSAVE_DIR = {str(other_model)!r}", HAND_MADE_CONTRACT,
             "shutil.copytree(SAVE_DIR, 'stolen')"),
-        "links-to-another-students-model": _attack(
+        "links-to-another-students-model": _attack(key,
             f"import os\nos.symlink({str(other_model)!r}, 'model')\nSAVE_DIR = 'model'", HAND_MADE_CONTRACT),
-        "save-dir-is-the-course-model": _attack("SAVE_DIR = MODEL_NAME", HAND_MADE_CONTRACT),
-        "pickle-payload": _attack(
+        "save-dir-is-the-course-model": _attack(key, "SAVE_DIR = MODEL_NAME", HAND_MADE_CONTRACT),
+        "pickle-payload": _attack(key,
             "import json, os, pickle\nos.makedirs('model', exist_ok=True)\n"
             "class Payload:\n    def __reduce__(self):\n"
             f"        return (os.system, ({'touch ' + str(t.marker)!r},))\n"
@@ -265,9 +264,9 @@ CORPUS_EXPECTED = {**EXPECTED, **ATTACK_EXPECTED, **FILE_EXPECTED}
 
 
 def _write_file_scenario(folder: Path, name: str, key) -> None:
-    harmless = _attack("print('hello')")
+    harmless = _attack(key, "print('hello')")
     if name == "notebook-of-100-mb":
-        big = _attack("print('hello')")
+        big = _attack(key, "print('hello')")
         big.cells[-1].outputs = [nbformat.v4.new_output("stream", text="x" * 100_000_000)]
         nbformat.write(big, folder / f"{name}.ipynb")
     elif name == "nbformat-3":
@@ -293,7 +292,7 @@ def write_scenarios(folder: Path, names=None, targets: Targets | None = None) ->
     """Write ``<scenario>.ipynb`` for each scenario into ``folder`` (attacks need ``targets``)."""
     folder.mkdir(parents=True, exist_ok=True)
     key = nbformat.read(ANSWER_KEY, as_version=4)
-    attacks = _attacks(targets) if targets else {}
+    attacks = _attacks(targets, key) if targets else {}
     for name in names or EXPECTED:
         path = folder / f"{name}.ipynb"
         if name == "not-json":

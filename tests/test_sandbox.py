@@ -15,7 +15,7 @@ import pytest
 from grader import sandbox
 from grader.errors import SandboxUnavailable
 from grader.execute import execute_notebook
-from grader.sandbox import MB, Confinement, Limits, Watchdog, kernel_environment, plan_sandbox
+from grader.sandbox import MB, Confinement, Limits, SandboxPlan, Watchdog, kernel_environment, plan_sandbox
 
 
 def test_a_hidden_file_goes_and_its_neighbours_stay(tmp_path):
@@ -25,8 +25,9 @@ def test_a_hidden_file_goes_and_its_neighbours_stay(tmp_path):
         (data / name).write_text("label,title,content\n")
     work = tmp_path / "out" / "work" / "ann"
     work.mkdir(parents=True)
-    command = Confinement(work, tmp_path / "k", hidden=[data / "test.csv", tmp_path / "out"],
-                          readable=[data, tmp_path / "out"]).bwrap_command(["--unshare-all"], Limits())
+    plan = SandboxPlan(("--unshare-all",), hidden=(data / "test.csv", tmp_path / "out"),
+                       readable=(data, tmp_path / "out"))
+    command = Confinement(work, tmp_path / "k", plan).bwrap_command(Limits())
     text = " ".join(command)
     assert f"--ro-bind {data / 'train.csv'} {data / 'train.csv'}" in text
     assert str(data / "test.csv") not in text
@@ -126,7 +127,8 @@ def test_a_sandboxed_kernel_sees_no_secret_and_no_hidden_file(tmp_path, monkeypa
         "open('mine.txt', 'w').write('ok'); open('/tmp/t', 'w').write('ok'); print(os.getcwd())")])
     if os.path.exists("/etc/shadow"):  # readable by root's uid, which the sandbox keeps when the grader is root
         nb.cells.append(nbformat.v4.new_code_cell("print(repr(open('/etc/shadow').read()))"))
-    execution = execute_notebook(nb, work, time_limit_s=120, sandbox_flags=list(sandbox_flags), hidden=(hidden,))
+    execution = execute_notebook(nb, work, time_limit_s=120,
+                                 sandbox=SandboxPlan(tuple(sandbox_flags), hidden=(hidden,)))
     assert execution.sandboxed and [error.ename for error in execution.errors] == ["PermissionError"] * len(nb.cells[2:])
     assert nb.cells[0].outputs[0].text == "None False\n"
     assert (work / "mine.txt").read_text() == "ok" and (work / ".tmp" / "t").read_text() == "ok"
