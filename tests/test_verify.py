@@ -1,12 +1,15 @@
 """The out-of-kernel model check: what it refuses to load, and its statistics."""
 import json
 import os
+import resource
+import shutil
+import struct
 
 import numpy as np
 import pytest
 from transformers import AutoModelForSequenceClassification
 
-from grader.verify import (bootstrap_f1_interval, f1_score_binary, model_folder_problem, verify,
+from grader.verify import (bootstrap_f1_interval, config_problem, f1_score_binary, model_folder_problem, verify,
                            verify_in_subprocess, wilson_interval)
 
 
@@ -53,18 +56,97 @@ def test_a_link_leaving_the_model_folder_is_refused(saved_classifier, tmp_path):
     assert "link" in model_folder_problem(folder, tmp_path)
 
 
-def test_verify_measures_the_model_and_checks_the_claimed_predictions(saved_classifier, tmp_path):
+def verify_request(save_dir, tmp_path, **extra) -> dict:
     hidden = [{"text": "great product", "label": 1}, {"text": "awful product", "label": 0}] * 5
     (tmp_path / "hidden.json").write_text(json.dumps(hidden))
-    request = {"save_dir": str(saved_classifier), "allowed_root": str(saved_classifier.parent),
-               "hidden_set": str(tmp_path / "hidden.json"), "max_length": 32,
-               "predictions": [{"text": "great product", "label": "positive", "confidence": 0.5}]}
+    return {"save_dir": str(save_dir), "allowed_root": str(save_dir.parent),
+            "hidden_set": str(tmp_path / "hidden.json"), "max_length": 32, **extra}
+
+
+def copy_with_config(saved_classifier, tmp_path, **settings):
+    """A copy of the saved classifier whose config.json has ``settings`` written over it."""
+    folder = shutil.copytree(saved_classifier, tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **settings}))
+    return folder
+
+
+def test_verify_measures_the_model_and_checks_the_claimed_predictions(saved_classifier, tmp_path):
+    request = verify_request(saved_classifier, tmp_path,
+                             predictions=[{"text": "great product", "label": "positive", "confidence": 0.5}])
     result = verify(request)
     assert result.loaded and result.hidden_size == 10
     assert 0 <= result.accuracy <= 1 and result.accuracy_ci[0] <= result.accuracy <= result.accuracy_ci[1]
     # An untrained head cannot be exactly 0.5 confident and positive at once, except by chance:
     # the claim is checked against what the model really says.
     assert result.reproduced is (not result.mismatches)
+
+
+def test_a_genuine_classifier_matches_its_config(saved_classifier):
+    assert config_problem(saved_classifier) is None
+
+
+def test_a_sharded_classifier_matches_its_config(saved_classifier, tmp_path):
+    folder = tmp_path / "model"
+    AutoModelForSequenceClassification.from_pretrained(saved_classifier).save_pretrained(folder, max_shard_size="50KB")
+    assert len(list(folder.glob("*.safetensors"))) > 1
+    assert config_problem(folder) is None
+
+
+def test_a_config_larger_than_the_stored_weights_is_not_built(saved_classifier, tmp_path):
+    # 40 layers next to the weights of 2: without the check, from_pretrained builds 38 random layers.
+    folder = copy_with_config(saved_classifier, tmp_path, num_hidden_layers=40)
+    result = verify(verify_request(folder, tmp_path))
+    assert not result.loaded
+    assert "config.json describes a model of" in result.problem and "not written by save_pretrained" in result.problem
+
+
+def test_an_absurd_config_is_refused_by_the_setting_it_names(saved_classifier, tmp_path):
+    folder = copy_with_config(saved_classifier, tmp_path, num_hidden_layers=2000)
+    assert "num_hidden_layers to 2,000" in config_problem(folder)
+
+
+def test_a_config_of_billions_of_parameters_is_counted_without_memory(saved_classifier, tmp_path):
+    # Within every limit, yet about 40 billion parameters: 150 GB if anything were allocated.
+    folder = copy_with_config(saved_classifier, tmp_path, num_hidden_layers=48, hidden_size=8192,
+                              intermediate_size=32768, num_attention_heads=64)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    problem = config_problem(folder)
+    assert "billion parameters" in problem
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 300_000
+
+
+def test_stored_weights_that_are_not_the_models_are_refused(saved_classifier, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(saved_classifier, tmp_path / "model")
+    tensors = load_file(folder / "model.safetensors")
+    save_file({**tensors, "smuggled.weight": torch.zeros(300_000)}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    result = verify(verify_request(folder, tmp_path))
+    assert not result.loaded and "the weights are not the model's" in result.problem
+
+
+def header_file(header: dict, data: bytes = b"") -> bytes:
+    encoded = json.dumps(header).encode()
+    return struct.pack("<Q", len(encoded)) + encoded + data
+
+
+@pytest.mark.parametrize("content", [
+    b"garbage",
+    b"\xff" * 64,  # a header length of 18 exabytes
+    struct.pack("<Q", 9) + b"not json!",
+    header_file(["a", "list"]),
+    header_file({"w": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 0]}}),
+    # A header may not claim more numbers than the file holds, or a matching config would pass.
+    header_file({"w": {"dtype": "F32", "shape": [10**9], "data_offsets": [0, 4 * 10**9]}}, b"\0" * 16),
+], ids=["short", "huge-length", "not-json", "not-a-dict", "bad-shape", "claims-missing-bytes"])
+def test_a_malformed_safetensors_header_is_a_problem_not_a_crash(saved_classifier, tmp_path, content):
+    folder = shutil.copytree(saved_classifier, tmp_path / "model")
+    (folder / "model.safetensors").write_bytes(content)
+    result = verify(verify_request(folder, tmp_path))
+    assert not result.loaded and "model.safetensors is not a valid safetensors file" in result.problem
 
 
 def test_verify_in_subprocess_turns_a_crash_into_a_problem(tmp_path):
