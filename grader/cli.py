@@ -9,6 +9,7 @@ import argparse
 import json
 import re
 import sys
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -99,14 +100,25 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
                                         max_file_bytes=args.max_file_size, disk_bytes=args.disk_limit))
 
 
+# Control and format characters (ESC, CR, BEL, bidi overrides) a terminal would obey, and lone
+# surrogates (a file name that is not UTF-8) that printing would choke on.
+HIDDEN_CATEGORIES = {"Cc", "Cf", "Cs"}
+
+
+def terminal_text(text: str) -> str:
+    """Text a terminal shows and never obeys: an ESC in a name is printed as the 4 characters ``\\x1b``."""
+    return "".join(char.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(char) in HIDDEN_CATEGORIES else char for char in text)
+
+
 def summary_rows(batch: BatchResult) -> list[tuple[str, ...]]:
     rows = [("student", "status", "score", "accuracy", "F1", "failed checks")]
     for r in batch.results:
         v = r.verification
         figure = lambda value: "-" if value is None else f"{value:.3f}"  # noqa: E731
         failed = ", ".join(c.name for c in r.checks if not c.passed) or ("-" if r.checks else r.reason[:60])
-        rows.append((r.student_id, r.status, f"{r.total:g}/{r.max_total:g}", figure(v and v.accuracy),
-                     figure(v and v.f1), failed))
+        rows.append(tuple(map(terminal_text, (r.student_id, r.status, f"{r.total:g}/{r.max_total:g}",
+                                              figure(v and v.accuracy), figure(v and v.f1), failed))))
     return rows
 
 
@@ -118,7 +130,7 @@ def print_summary(batch: BatchResult, out=sys.stdout) -> None:
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1], file=out)
     for path, reason in batch.skipped:
-        print(f"skipped {path}: {reason}", file=out)
+        print(f"skipped {terminal_text(path)}: {terminal_text(reason)}", file=out)
     print(f"\n{len(batch.results)} graded ({len(batch.resumed)} from an earlier run), {batch.passed} passed every "
           f"check. Accuracy and F1 are measured by the grader on the hidden set.\n"
           f"Gradebook: {batch.output_dir / 'gradebook.csv'}  Feedback: {batch.output_dir / 'feedback'}", file=out)

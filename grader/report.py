@@ -77,6 +77,16 @@ def _figure(value) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+# A cell starting so is a formula to Excel, LibreOffice and Sheets (OWASP's "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value) -> str:
+    """Text from a student or a notebook as a cell a spreadsheet shows, never runs: a leading ' (OWASP)."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def gradebook_csv(results: list[GradeResult]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -87,13 +97,13 @@ def gradebook_csv(results: list[GradeResult]) -> str:
         verification = result.verification
         checks = [("pass" if c.passed else "fail") if (c := result.check(name)) else "" for name in CHECKS]
         flags = result.disagreement + (["output truncated"] if result.output_truncated else [])
-        writer.writerow([result.student_id, result.display_name, result.status, result.verified, result.sandboxed,
-                         *checks,
+        texts = [result.student_id, result.display_name, result.status, result.verified, result.sandboxed, *checks]
+        writer.writerow([*map(csv_text, texts),
                          f"{result.total:g}", f"{result.max_total:g}",
                          _figure(verification.accuracy if verification else None),
                          _figure(verification.f1 if verification else None),
                          _figure(result.reported_metrics.get("accuracy")), _figure(result.reported_metrics.get("f1")),
-                         "; ".join(flags), result.run_time_s, result.reason])
+                         csv_text("; ".join(flags)), result.run_time_s, csv_text(result.reason)])
     return buffer.getvalue()
 
 
@@ -103,7 +113,8 @@ def canvas_csv(results: list[GradeResult], assignment: str = CANVAS_ASSIGNMENT) 
     writer = csv.writer(buffer)
     writer.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", assignment])
     for result in sorted(results, key=lambda r: r.student_id):
-        writer.writerow([result.display_name, result.canvas_user_id, "", "", "", f"{result.total:g}"])
+        writer.writerow([csv_text(result.display_name), csv_text(result.canvas_user_id), "", "", "",
+                         f"{result.total:g}"])
     return buffer.getvalue()
 
 

@@ -6,20 +6,28 @@ Three layouts are accepted, and may be mixed:
 - an unzipped Canvas "Download Submissions" archive, whose files are named
   ``lastfirst[_LATE]_<user id>_<submission id>_<original name>[-N].ipynb``; the student is the
   Canvas user id, and of several resubmissions (``-1``, ``-2``) the newest is kept.
-Anything else is listed as skipped with a reason, never fatal.
+Only Canvas files of one user id are resubmissions: two other files are two students, whose ids
+never coincide. Anything else is listed as skipped with a reason, never fatal.
 """
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass, field
+import unicodedata
+from dataclasses import dataclass, field, replace
+from itertools import groupby
 from pathlib import Path
 
 from .errors import UsageError
 
+# ``name`` is Canvas's lastfirst: letters of any script (müllerjürgen), digits and hyphens.
 CANVAS_NAME = re.compile(
-    r"^(?P<name>[a-z0-9\-]+?)(?:_late)?_(?P<user_id>\d+)_(?P<submission_id>\d+)_(?P<file>.+?)(?:-(?P<attempt>\d+))?\.ipynb$",
+    r"^(?P<name>(?:[^\W_]|-)+?)(?:_late)?_(?P<user_id>\d+)_(?P<submission_id>\d+)_(?P<file>.+?)(?:-(?P<attempt>\d+))?\.ipynb$",
     re.IGNORECASE)
-SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]+")
+MAX_ID_BYTES = 100        # well under the 255 bytes of a file name, with room for .ipynb, .html, .json
+HASH_DIGITS = 8
+# Not submissions: Jupyter's autosaved copies, and the resource forks macOS adds to a zip.
+NEVER_SUBMISSIONS = {".ipynb_checkpoints", "__MACOSX"}
 
 
 @dataclass(frozen=True)
@@ -37,9 +45,30 @@ class Discovery:
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
 
 
-def safe_id(text: str) -> str:
-    """A file name that stays inside the output folder: no separators, no leading dots."""
-    return SAFE_ID.sub("_", text).strip("._") or "unnamed"
+def _keeps(char: str) -> bool:
+    """Letters, digits and combining marks (Hindi, Thai, a decomposed ü) read as a name; . _ - are safe."""
+    return unicodedata.category(char)[0] in "LNM" or char in "._-"
+
+
+def _cleaned(name: str) -> str:
+    """The name with each run of other characters (separators, controls, spaces) made one ``_``."""
+    joined = "".join("".join(run) if kept else "_" for kept, run in groupby(name, key=_keeps))
+    # No leading dot (hidden) or dash (read as an option by a shell command), cut to a bounded length.
+    short = joined.strip("._-").encode("utf-8")[:MAX_ID_BYTES - HASH_DIGITS - 1].decode("utf-8", "ignore")
+    return short.strip("._-") or "unnamed"
+
+
+def safe_id(name: str) -> str:
+    """A readable file name that stays inside the output folder, different for different names.
+
+    A name that is already safe is its own id; any other gets a hash of the original name, so
+    that ``bob smith`` (``bob_smith-7e50351d``) and ``bob_smith`` stay two students.
+    """
+    cleaned = _cleaned(name)
+    if cleaned == name:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{cleaned}-{digest[:HASH_DIGITS]}"
 
 
 def readable_name(text: str) -> str:
@@ -48,7 +77,8 @@ def readable_name(text: str) -> str:
 
 
 def _from_file(path: Path) -> Submission:
-    match = CANVAS_NAME.match(path.name)
+    # NFC: a name unzipped on macOS may spell ü as u and a combining diaeresis.
+    match = CANVAS_NAME.match(unicodedata.normalize("NFC", path.name))
     if match:
         return Submission(student_id=safe_id(match["user_id"]), notebook=path, display_name=match["name"],
                           canvas_user_id=match["user_id"], attempt=int(match["attempt"] or 0))
@@ -67,37 +97,72 @@ def _from_folder(folder: Path, discovery: Discovery) -> Submission | None:
     return Submission(student_id=safe_id(folder.name), notebook=chosen, display_name=readable_name(folder.name))
 
 
+def _holds_a_notebook(entry: Path) -> bool:
+    if entry.is_dir():   # a link to a folder is not searched: it could lead anywhere
+        return not entry.is_symlink() and any(entry.rglob("*.ipynb"))
+    return entry.suffix.lower() == ".ipynb"
+
+
+def _from_entry(entry: Path, discovery: Discovery) -> Submission | None:
+    """The submission one entry of the folder holds, or None, with the reason in ``discovery.skipped``."""
+    if entry.name in NEVER_SUBMISSIONS or (entry.name.startswith(".") and not _holds_a_notebook(entry)):
+        return None   # .DS_Store, .git: no one's work
+    if entry.name.startswith("."):   # macOS's ._name.ipynb, or a name hiding itself: said, not graded
+        kind = "folder" if entry.is_dir() else "file"
+        discovery.skipped.append((str(entry), f"a hidden {kind} (its name starts with a dot)"))
+        return None
+    if entry.is_symlink() and entry.is_dir():
+        discovery.skipped.append((str(entry), "a link to a folder, not a student's own folder"))
+        return None
+    if entry.is_dir():
+        return _from_folder(entry, discovery)
+    if entry.suffix.lower() == ".ipynb":
+        return _from_file(entry)
+    discovery.skipped.append((str(entry), "not a notebook"))
+    return None
+
+
+def _newest_attempts(found: list[Submission], discovery: Discovery) -> list[Submission]:
+    """Of one Canvas user's files, the newest attempt; any other notebook is a student of its own."""
+    newest: dict[object, Submission] = {}
+    for submission in found:
+        student = submission.canvas_user_id or submission.notebook
+        kept = newest.get(student)
+        if kept is None or submission.attempt > kept.attempt:
+            newest[student] = submission
+            if kept:
+                discovery.skipped.append((str(kept.notebook), f"resubmitted as {submission.notebook.name}"))
+        else:
+            discovery.skipped.append((str(submission.notebook), f"resubmitted as {kept.notebook.name}"))
+    return list(newest.values())
+
+
+def _folded(student_id: str) -> str:
+    """An id as a case-insensitive file system (macOS, Windows) sees it."""
+    return unicodedata.normalize("NFC", student_id).casefold()
+
+
+def _distinct_ids(submissions: list[Submission]) -> list[Submission]:
+    """Each student an id, and so result files, of their own, even where two names give one id (a
+    crafted hash, names apart only in case): the later of them in order gets ``-2``, ``-3`` (past
+    MAX_ID_BYTES by those few bytes, still far from the file-name limit)."""
+    taken: set[str] = set()
+    distinct: list[Submission] = []
+    for submission in sorted(submissions, key=lambda s: (s.student_id, str(s.notebook))):
+        student_id, number = submission.student_id, 1
+        while _folded(student_id) in taken:
+            number += 1
+            student_id = f"{submission.student_id}-{number}"
+        taken.add(_folded(student_id))
+        distinct.append(replace(submission, student_id=student_id))
+    return distinct
+
+
 def discover(folder: Path) -> Discovery:
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder of submissions")
     discovery = Discovery()
-    found: list[Submission] = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name == "__MACOSX" or (entry.name.startswith(".") and entry.suffix.lower() != ".ipynb"):
-            continue   # .DS_Store, .ipynb_checkpoints: never submissions
-        if entry.name.startswith("."):   # macOS's ._name.ipynb, or a name hiding itself: said, not graded
-            discovery.skipped.append((str(entry), "a hidden file (its name starts with a dot)"))
-            continue
-        if entry.is_symlink() and entry.is_dir():
-            discovery.skipped.append((str(entry), "a link to a folder, not a student's own folder"))
-            continue
-        if entry.is_dir():
-            submission = _from_folder(entry, discovery)
-            if submission:
-                found.append(submission)
-        elif entry.suffix.lower() == ".ipynb":
-            found.append(_from_file(entry))
-        else:
-            discovery.skipped.append((str(entry), "not a notebook"))
-    newest: dict[str, Submission] = {}
-    for submission in found:
-        kept = newest.get(submission.student_id)
-        if kept is None or submission.attempt > kept.attempt:
-            newest[submission.student_id] = submission
-            if kept:
-                discovery.skipped.append((str(kept.notebook), f"resubmitted as {submission.notebook.name}"))
-        else:
-            discovery.skipped.append((str(submission.notebook), f"resubmitted as {kept.notebook.name}"))
-    discovery.submissions = sorted(newest.values(), key=lambda s: s.student_id)
+    found = [submission for entry in sorted(folder.iterdir()) if (submission := _from_entry(entry, discovery))]
+    discovery.submissions = sorted(_distinct_ids(_newest_attempts(found, discovery)), key=lambda s: s.student_id)
     return discovery

@@ -1,0 +1,61 @@
+"""What the grader hands the instructor: the CSV files a spreadsheet opens, the summary a terminal prints."""
+import csv
+import io
+
+from grader import cli
+from grader.batch import BatchResult
+from grader.report import canvas_csv, gradebook_csv
+from grader.results import GradeResult
+from grader.rubric import CheckResult
+from grader.verify import Verification
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+HOSTILE_NAMES = ['=HYPERLINK("http://x","y")', "+cmd", "@SUM(A1)", "-2+3", "\t=1+1", "\r=1+1"]
+# The figures the grader formats itself: a spreadsheet may read them as numbers.
+NUMERIC_COLUMNS = {"total", "max_total", "hidden_accuracy", "hidden_f1", "reported_accuracy", "reported_f1",
+                   "run_time_s", "Fine-Tuning Sentiment Project"}
+
+
+def hostile_results() -> list[GradeResult]:
+    results = [GradeResult(name, f"{name}.ipynb", display_name=name, canvas_user_id=name, reason="=1+1",
+                           checks=[CheckResult("accuracy", True, 20, 20, "")],
+                           verification=Verification(loaded=True, accuracy=0.9, f1=0.8),
+                           disagreement=["-reported 0.99, measured 0.9"])
+               for name in HOSTILE_NAMES]
+    results.append(GradeResult("minus", "minus.ipynb", checks=[CheckResult("accuracy", False, -2, 20, "")]))
+    return results
+
+
+def cells_a_spreadsheet_would_run(text: str) -> list[tuple[str, str]]:
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    return [(column, cell) for row in rows[1:] for column, cell in zip(rows[0], row)
+            if cell.startswith(FORMULA_STARTS) and column not in NUMERIC_COLUMNS]
+
+
+def test_the_gradebook_runs_no_formula_from_a_student():
+    text = gradebook_csv(hostile_results())
+    assert cells_a_spreadsheet_would_run(text) == []
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    names = [row["name"] for row in rows if row["name"]]
+    assert sorted(names) == sorted("'" + name for name in HOSTILE_NAMES)   # neutralised, not lost
+    assert {row["reason"] for row in rows} == {"'=1+1", ""}
+    assert rows[0]["total"] == "20" and rows[0]["hidden_accuracy"] == "0.9000"
+    assert next(row for row in rows if row["student_id"] == "minus")["total"] == "-2"   # the grader's number
+
+
+def test_the_canvas_import_runs_no_formula_from_a_student():
+    text = canvas_csv(hostile_results())
+    assert cells_a_spreadsheet_would_run(text) == []
+    assert "'=HYPERLINK" in text
+
+
+def test_the_summary_cannot_drive_the_terminal():
+    hostile = GradeResult("\x1b[2J\x1b]0;owned\x07", "x.ipynb", status="not gradable",
+                          reason="bad\x1b]0;title\x07\rline\u202eevil")
+    batch = BatchResult(results=[hostile], skipped=[("sub/\x1b[31mred.ipynb", "a hidden file\r")])
+    out = io.StringIO()
+    cli.print_summary(batch, out)
+    text = out.getvalue()
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text and "\u202e" not in text
+    assert "\\x1b[2J\\x1b]0;owned\\x07" in text and "bad\\x1b]0;title\\x07\\rline\\u202eevil" in text
+    assert "skipped sub/\\x1b[31mred.ipynb: a hidden file\\r" in text
