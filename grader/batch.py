@@ -3,29 +3,46 @@
     from grader import GradingOptions, grade_submissions
     batch = grade_submissions("submissions/", GradingOptions(hidden_set="test.csv"))
 
-Each student's result is written as soon as they are graded; a rerun skips the students that
-already have a result (resume), unless ``force``. Parallel jobs run one kernel each; with
-several GPUs, each job is given one of them.
+Each student's result is written as soon as they are graded. A rerun keeps an earlier result
+only when nothing it depends on has changed (``grader.fingerprint``) and regrades the others,
+unless ``force`` regrades everyone. One run at a time writes into an output folder (a lock).
+
+``jobs`` notebooks run at once, each in its own kernel with its share of the CPU threads; with
+several GPUs they are handed round, one per job when there are enough.
+
+Ctrl-C stops the run: no student starts, the running kernels and verifiers are stopped, those
+students are saved as not graded (a rerun grades them), the gradebook is written, and
+``GradingInterrupted`` (a KeyboardInterrupt) is raised.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
+import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
 from .build import ANSWER_KEY
-from .errors import UsageError
+from .cancel import Cancellation, GradingInterrupted, cancel_on_sigint
+from .errors import ConfigError, UsageError
+from .fingerprint import file_digest, fingerprint, run_settings
 from .hidden import load_hidden_set, write_hidden_set
-from .pipeline import GradingOptions, grade_submission
-from .report import OutputFolder
-from .results import GRADER_ERROR, GradeResult
+from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission, threads_per_job
+from .report import OutputFolder, write_atomic
+from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
 from .sandbox import SandboxPlan, plan_sandbox
 from .submissions import Submission, discover
+
+HIDDEN_SET_FILE = "hidden-set.json"   # in the output folder's private part, which no kernel sees
+HIDDEN_SEED_FILE = "hidden-seed"
+LOCK_FILE = "lock"
 
 
 @dataclass
@@ -33,6 +50,7 @@ class BatchResult:
     results: list[GradeResult] = field(default_factory=list)
     graded_now: list[str] = field(default_factory=list)     # student ids graded in this run
     resumed: list[str] = field(default_factory=list)        # student ids kept from an earlier run
+    interrupted: list[str] = field(default_factory=list)    # student ids left not graded by Ctrl-C
     skipped: list[tuple[str, str]] = field(default_factory=list)
     output_dir: Path = Path()
     sandbox: SandboxPlan = SandboxPlan(flags=None)
@@ -62,6 +80,85 @@ def validate_options(options: GradingOptions) -> None:
         raise UsageError(f"the hidden evaluation set {options.hidden_set} does not exist")
 
 
+def job_tokens(jobs: int) -> queue.Queue:
+    """One token per job, held while it grades: the GPU it runs on, or None to leave the GPUs as they are.
+
+    With several jobs and GPUs, the GPUs are handed round: one per job when there are enough.
+    """
+    gpus = visible_gpus() if jobs > 1 else []
+    tokens: queue.Queue[str | None] = queue.Queue()
+    for index in range(jobs):
+        tokens.put(gpus[index % len(gpus)] if gpus else None)
+    return tokens
+
+
+def job_environment(gpu: str | None, jobs: int) -> dict:
+    """A job's kernel and verifier environment: its GPU, and its share of the CPU threads (PyTorch and
+    NumPy start a thread per core otherwise, and ``jobs`` kernels would fight over every core)."""
+    threads = str(threads_per_job(jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+@contextmanager
+def output_folder_lock(out: OutputFolder) -> Iterator[None]:
+    """Held for a whole run: two runs writing into one folder would interleave their results."""
+    out.private.mkdir(parents=True, exist_ok=True)
+    with open(out.private / LOCK_FILE, "w") as handle:   # closing it releases the lock, even on a crash
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another grade run is writing into {out.root}") from None
+        yield
+
+
+def hidden_seed(out: OutputFolder, chosen: int | None) -> int:
+    """The hidden sample's seed: ``chosen``, or drawn at random on the folder's first run.
+
+    A seed in public code would let students draw the very sample they are measured on. It is kept
+    in the folder's private part, so that later runs into the folder measure on the same sample.
+    """
+    path = out.private / HIDDEN_SEED_FILE
+    if chosen is None and path.is_file():
+        try:
+            return int(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise ConfigError(f"{path} does not hold a seed; delete it to draw a new one") from None
+    seed = secrets.randbits(32) if chosen is None else chosen
+    write_atomic(path, str(seed))
+    return seed
+
+
+def draw_hidden_set(out: OutputFolder, options: GradingOptions) -> Path:
+    rows = load_hidden_set(options.hidden_set, options.hidden_size, hidden_seed(out, options.hidden_seed))
+    return write_hidden_set(rows, out.private / HIDDEN_SET_FILE)
+
+
+def is_current(earlier: GradeResult | None, fingerprint_now: str) -> bool:
+    """Whether an earlier result still stands: a grade, made from the same notebook with the same settings."""
+    return earlier is not None and earlier.status not in RETRIED and earlier.fingerprint == fingerprint_now
+
+
+def resume(batch: BatchResult, out: OutputFolder, submissions: list[Submission], fingerprints: dict[str, str],
+           force: bool) -> list[Submission]:
+    """Keep in ``batch`` the earlier results that still stand; returns the submissions to grade."""
+    pending = []
+    for submission in submissions:
+        earlier = None if force else out.load_result(submission.student_id)
+        if is_current(earlier, fingerprints[submission.student_id]):
+            batch.results.append(earlier)
+            batch.resumed.append(submission.student_id)
+        else:
+            pending.append(submission)
+    return pending
+
+
+def not_graded(submission: Submission) -> GradeResult:
+    return GradeResult.for_submission(submission, status=INTERRUPTED, reason=INTERRUPTED_REASON)
+
+
 def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
                       progress: bool = True) -> BatchResult:
     options = options or GradingOptions()
@@ -69,56 +166,66 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
     discovery = discover(Path(folder))
     out = OutputFolder(options.output_dir)
     batch = BatchResult(skipped=discovery.skipped, output_dir=out.root)
+    with output_folder_lock(out):
+        # Drawn even when all could resume: an earlier result stands only if measured on this very sample.
+        hidden_file = draw_hidden_set(out, options) if options.execute and discovery.submissions else None
+        settings = run_settings(options, file_digest(hidden_file) if hidden_file else "")
+        fingerprints = {s.student_id: fingerprint(s.notebook, settings) for s in discovery.submissions}
+        pending = resume(batch, out, discovery.submissions, fingerprints, options.force)
 
-    pending: list[Submission] = []
-    for submission in discovery.submissions:
-        earlier = None if options.force else out.load_result(submission.student_id)
-        if earlier is not None and earlier.status != GRADER_ERROR:
-            batch.results.append(earlier)
-            batch.resumed.append(submission.student_id)
-        else:
-            pending.append(submission)
+        if pending and options.execute:
+            # Invisible to every kernel: other students' work and results, their notebooks, the answer
+            # key and the hidden set (its file, and the grader's copy under the output folder).
+            batch.sandbox = plan_sandbox(options.sandbox, parameters=options.parameters,
+                                         hidden=[out.root, Path(folder), ANSWER_KEY.parent, options.hidden_set])
 
-    hidden_file = out.private / "hidden-set.json"
-    if pending and options.execute:
-        hidden = load_hidden_set(options.hidden_set, options.hidden_size, options.hidden_seed)
-        write_hidden_set(hidden, hidden_file)
-        # Invisible to every kernel: other students' work and results, their notebooks, the answer
-        # key and the hidden set (its file, and the grader's copy under the output folder).
-        batch.sandbox = plan_sandbox(options.sandbox, parameters=options.parameters,
-                                     hidden=[out.root, Path(folder), ANSWER_KEY.parent, options.hidden_set])
+        tokens = job_tokens(options.jobs)
+        cancellation = Cancellation()
 
-    gpus: queue.Queue[str | None] = queue.Queue()
-    for gpu in (visible_gpus() if options.jobs > 1 else []) or [None]:
-        gpus.put(gpu)
+        def run_one(submission: Submission) -> GradeResult:
+            if cancellation.cancelled:  # still queued when the run was interrupted
+                result, executed = not_graded(submission), None
+            else:
+                result, executed = grade_with_a_token(submission)
+            result.fingerprint = fingerprints[submission.student_id]
+            out.save(result, executed, options.rubric)
+            return result
 
-    def run_one(submission: Submission):
-        gpu = gpus.get()
-        try:
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None
+        def grade_with_a_token(submission: Submission):
+            gpu = tokens.get()
             workdir = out.work / submission.student_id
             try:
-                result, executed = grade_submission(submission, options, hidden_file, workdir, env, batch.sandbox)
+                result, executed = grade_submission(submission, options, hidden_file, workdir,
+                                                    job_environment(gpu, options.jobs), batch.sandbox,
+                                                    cancellation=cancellation)
             except Exception as error:  # a bug in the grader must not lose the rest of the class
-                result, executed = GradeResult.for_submission(
-                    submission, status=GRADER_ERROR, reason=f"internal grader error: {type(error).__name__}: {error}"), None
-            out.save(result, executed, options.rubric)
+                reason = f"internal grader error: {type(error).__name__}: {error}"
+                result, executed = GradeResult.for_submission(submission, status=GRADER_ERROR, reason=reason), None
+            finally:
+                tokens.put(gpu)
+            if cancellation.cancelled:  # stopped part-way: whatever came out of it is not a grade
+                result, executed = not_graded(submission), None
             if not options.keep_work:
                 shutil.rmtree(workdir, ignore_errors=True)
-            return result
-        finally:
-            gpus.put(gpu)
+            return result, executed
 
-    with ThreadPoolExecutor(max_workers=options.jobs) as pool, \
-            tqdm(total=len(pending), desc="Grading", unit="notebook", disable=not progress) as bar:
-        futures = {pool.submit(run_one, submission): submission for submission in pending}
-        for future in as_completed(futures):
-            result = future.result()
-            batch.results.append(result)
-            batch.graded_now.append(result.student_id)
-            out.write_gradebooks(batch.results)
-            bar.set_postfix_str(f"{result.student_id}: {result.total:g}/{result.max_total:g}")
-            bar.update()
-    out.write_gradebooks(batch.results)
+        with cancel_on_sigint(cancellation), ThreadPoolExecutor(max_workers=options.jobs) as pool, \
+                tqdm(total=len(pending), desc="Grading", unit="notebook", disable=not progress) as bar:
+            try:
+                futures = [pool.submit(run_one, submission) for submission in pending]
+                for future in as_completed(futures):
+                    result = future.result()
+                    batch.results.append(result)
+                    (batch.interrupted if result.status == INTERRUPTED else batch.graded_now).append(result.student_id)
+                    if not cancellation.cancelled:  # after Ctrl-C, written once, below
+                        out.write_gradebooks(batch.results)
+                    bar.set_postfix_str(f"{result.student_id}: {result.total:g}/{result.max_total:g}")
+                    bar.update()
+            except BaseException:
+                cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
+                raise
+        out.write_gradebooks(batch.results)
     batch.results.sort(key=lambda r: r.student_id)
+    if cancellation.cancelled:
+        raise GradingInterrupted(batch)
     return batch

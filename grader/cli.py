@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import build
 from .batch import BatchResult, grade_submissions
+from .cancel import GradingInterrupted
 from .errors import GraderError, UsageError
 from .parameters import parse_override
 from .pipeline import GradingOptions
@@ -53,6 +54,9 @@ def grading_parser() -> argparse.ArgumentParser:
                         "measure each model on (default: a sample of the Hub's Amazon Polarity test split)")
     parser.add_argument("--hidden-size", type=int, default=_default("hidden_size"),
                         help="reviews drawn from the hidden set (default: %(default)s)")
+    parser.add_argument("--hidden-seed", type=int, default=None, metavar="N",
+                        help="seed of the hidden sample (default: drawn at random on an output folder's first run "
+                             "and kept there, private, for later runs)")
     parser.add_argument("--timeout", type=float, default=_default("time_limit_s"),
                         help="seconds a notebook may run in all (default: %(default)s)")
     limits = parser.add_argument_group("sandbox and limits", "each notebook runs confined by bubblewrap, "
@@ -93,6 +97,7 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
             raise UsageError(f"cannot read {args.params_file}: {error}") from error
     parameters.update(dict(parse_override(text) for text in args.param))
     return GradingOptions(output_dir=args.output, hidden_set=args.hidden_set, hidden_size=args.hidden_size,
+                          hidden_seed=args.hidden_seed,
                           time_limit_s=args.timeout, jobs=args.jobs, parameters=parameters,
                           execute=not args.no_execute, force=args.force, keep_work=args.keep_work,
                           rubric=load_rubric(args.rubric), sandbox=args.sandbox, max_output_bytes=args.max_output,
@@ -171,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     except GraderError as error:
         print(f"grade: error: {error}", file=sys.stderr)
         return error.exit_code
+    except GradingInterrupted as interrupted:
+        batch = interrupted.batch
+        print(f"grade: interrupted; {len(batch.interrupted)} student(s) not graded, so listed in "
+              f"{batch.output_dir / 'gradebook.csv'}; a rerun grades them", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("grade: interrupted; results written so far are kept, and a rerun resumes", file=sys.stderr)
         return 130

@@ -19,6 +19,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from jupyter_client.manager import AsyncKernelManager
 
+from .cancel import Cancellation
 from .contract import CONTRACT_TAG
 from .parameters import INJECTED_TAG
 from .sandbox import Confinement, Limits, SandboxPlan, Watchdog, kernel_environment, size_text
@@ -129,7 +130,7 @@ def kernel_manager(kernel_name: str, confinement: Confinement | None, limits: Li
 def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, time_limit_s: float,
                      max_output_bytes: int = 20_000_000, kernel_name: str = "python3",
                      env: dict | None = None, limits: Limits = Limits(),
-                     sandbox: SandboxPlan | None = None) -> Execution:
+                     sandbox: SandboxPlan | None = None, cancellation: Cancellation | None = None) -> Execution:
     """Run ``nb`` (changed in place) in ``workdir`` within ``time_limit_s`` seconds in all.
 
     With a ``sandbox`` plan that has bubblewrap's flags (``sandbox.plan_sandbox``), the kernel
@@ -149,10 +150,18 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, time_limit_s: 
         resources={"metadata": {"path": str(workdir)}}, record_timing=False)
     execution = Execution(notebook=nb, duration_s=0.0, sandboxed=confinement is not None)
     client.on_cell_start = lambda cell, cell_index: setattr(execution, "last_cell_index", cell_index)
-    client.on_notebook_start = lambda **_: watchdog.watch(client.km.provisioner.pid)
+    cancellation = cancellation or Cancellation()
+
+    def start_watching(**_):
+        watchdog.watch(client.km.provisioner.pid)
+        if cancellation.cancelled:  # cancelled while the kernel started, when there was nothing to stop yet
+            watchdog.stop_kernel("")
+
+    client.on_notebook_start = start_watching
     started = time.monotonic()
     try:
-        client.execute(env=kernel_environment(env, sandboxed=confinement is not None))
+        with cancellation.register(lambda: watchdog.stop_kernel("")):
+            client.execute(env=kernel_environment(env, sandboxed=confinement is not None))
     except CellTimeoutError:
         execution.timed_out = True
     except DeadKernelError:

@@ -21,17 +21,19 @@ from pathlib import Path
 
 import nbformat
 
+from .cancel import Cancellation
 from .contract import Contract, append_contract_cell, read_contract
 from .errors import GraderError, NotebookInvalid
 from .execute import Execution, execute_notebook
 from .parameters import inject_parameters
-from .results import NOT_GRADABLE, GradeResult
+from .results import INTERRUPTED, NOT_GRADABLE, GradeResult
 from .rubric import Rubric, check, disagrees, load_rubric, no_todo_check, notebook_errors
 from .sandbox import MB, Limits, SandboxPlan
 from .submissions import Submission
 from .verify import Verification, verify_in_subprocess
 
 MAX_NOTEBOOK_BYTES = 50_000_000
+INTERRUPTED_REASON = "the grading run was interrupted before this notebook was graded; a rerun grades it"
 
 
 @dataclass
@@ -41,7 +43,7 @@ class GradingOptions:
     output_dir: Path = Path("grade-results")
     hidden_set: Path | None = None        # a CSV (label,title,content); None: the Hub's test split
     hidden_size: int = 500
-    hidden_seed: int = 20261122
+    hidden_seed: int | None = None        # None: drawn once per output folder, kept private (grader.batch)
     time_limit_s: float = 3600.0          # per notebook, wall clock
     verify_time_limit_s: float = 900.0
     max_output_bytes: int = 20 * MB
@@ -55,6 +57,11 @@ class GradingOptions:
     keep_work: bool = False               # keep each student's working folder (models, checkpoints)
     rubric: Rubric = field(default_factory=load_rubric)
     kernel_name: str = "python3"
+
+
+def threads_per_job(jobs: int) -> int:
+    """Each parallel job's share of the CPUs, so that N jobs do not each start a thread per core."""
+    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 # 1 ------------------------------------------------------------------------------------------
@@ -87,25 +94,26 @@ def prepare_workdir(nb: nbformat.NotebookNode, workdir: Path) -> nbformat.Notebo
 
 
 # 4 ------------------------------------------------------------------------------------------
-def execute(nb, workdir: Path, options: GradingOptions, env: dict | None, sandbox: SandboxPlan) -> Execution:
+def execute(nb, workdir: Path, options: GradingOptions, env: dict | None, sandbox: SandboxPlan,
+            cancellation: Cancellation | None = None) -> Execution:
     append_contract_cell(nb)
     return execute_notebook(nb, workdir, time_limit_s=options.time_limit_s,
                             max_output_bytes=options.max_output_bytes, kernel_name=options.kernel_name, env=env,
-                            limits=options.limits, sandbox=sandbox)
+                            limits=options.limits, sandbox=sandbox, cancellation=cancellation)
 
 
 # 6 ------------------------------------------------------------------------------------------
 def verify(contract: Contract, workdir: Path, hidden_set_file: Path, options: GradingOptions,
-           env: dict | None) -> Verification:
+           env: dict | None, cancellation: Cancellation | None = None) -> Verification:
     if not contract.save_dir:
         return Verification(problem="SAVE_DIR is not defined, so there is no saved model to check")
     save_dir = Path(contract.save_dir)
     save_dir = save_dir if save_dir.is_absolute() else workdir / save_dir
     request = {"save_dir": str(save_dir), "allowed_root": str(workdir), "hidden_set": str(hidden_set_file),
-               "max_length": options.max_length, "torch_threads": max(1, (os.cpu_count() or 1) // options.jobs),
+               "max_length": options.max_length, "torch_threads": threads_per_job(options.jobs),
                "predictions": [{"text": p.text, "label": p.label, "confidence": p.confidence}
                                for p in contract.predictions]}
-    return verify_in_subprocess(request, workdir, options.verify_time_limit_s, env)
+    return verify_in_subprocess(request, workdir, options.verify_time_limit_s, env, cancellation=cancellation)
 
 
 # 7 ------------------------------------------------------------------------------------------
@@ -183,8 +191,13 @@ def stop_reason(execution: Execution) -> str:
 
 def grade_submission(submission: Submission, options: GradingOptions, hidden_set_file: Path,
                      workdir: Path, env: dict | None = None,
-                     sandbox: SandboxPlan = SandboxPlan(flags=None)) -> tuple[GradeResult, nbformat.NotebookNode | None]:
-    """Run the pipeline for one student; returns their result and the executed notebook."""
+                     sandbox: SandboxPlan = SandboxPlan(flags=None), cancellation: Cancellation | None = None,
+                     ) -> tuple[GradeResult, nbformat.NotebookNode | None]:
+    """Run the pipeline for one student; returns their result and the executed notebook.
+
+    Once ``cancellation`` is cancelled, the kernel or verifier running is stopped and the result
+    says the student was not graded.
+    """
     result = GradeResult.for_submission(submission)
     started = time.monotonic()
     try:
@@ -195,13 +208,16 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
             return result, nb
         nb = prepare_workdir(nb, workdir)
         inject_parameters(nb, options.parameters)
-        execution = execute(nb, workdir, options, env, sandbox)
+        execution = execute(nb, workdir, options, env, sandbox, cancellation)
+        if cancellation is not None and cancellation.cancelled:  # the kernel was stopped: no grade, no verifier
+            result.status, result.reason = INTERRUPTED, INTERRUPTED_REASON
+            return result, None
         result.errors, result.output_truncated = execution.errors, execution.output_truncated
         result.sandboxed = execution.sandboxed
         result.reason = stop_reason(execution)
         contract = read_contract(execution.notebook)
         result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems
-        result.verification = verify(contract, workdir, hidden_set_file, options, env)
+        result.verification = verify(contract, workdir, hidden_set_file, options, env, cancellation=cancellation)
         score(result, nb, execution, contract, result.verification, options.rubric)
         return result, execution.notebook
     except GraderError as error:  # a notebook that cannot be graded at all

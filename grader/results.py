@@ -10,6 +10,8 @@ from .verify import Verification
 GRADED = "graded"           # the pipeline ran to its end; the checks say how the student did
 NOT_GRADABLE = "not gradable"  # the file could not be graded at all (not a notebook, ...)
 GRADER_ERROR = "grader error"  # the grader itself failed on this submission; a rerun retries it
+INTERRUPTED = "not graded (interrupted)"  # the run was stopped (Ctrl-C) before this student's grade; a rerun retries it
+RETRIED = (GRADER_ERROR, INTERRUPTED)    # not grades: a rerun grades these students again
 
 
 @dataclass
@@ -30,6 +32,7 @@ class GradeResult:
     run_time_s: float = 0.0
     output_truncated: bool = False
     sandboxed: bool = False        # the notebook ran confined by bubblewrap
+    fingerprint: str = ""          # what the grade depends on (grader.fingerprint); a rerun keeps it only if unchanged
 
     @classmethod
     def for_submission(cls, submission, **fields) -> "GradeResult":

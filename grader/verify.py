@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cancel import Cancellation
 from .contract import LABELS
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -363,19 +364,28 @@ def verify(request: dict) -> Verification:
     return result
 
 
-def verify_in_subprocess(request: dict, workdir: Path, timeout_s: float, env: dict | None = None) -> Verification:
-    """Run ``verify`` in a fresh Python process; a crash or timeout becomes the result's problem."""
+def verify_in_subprocess(request: dict, workdir: Path, timeout_s: float, env: dict | None = None,
+                         cancellation: Cancellation | None = None) -> Verification:
+    """Run ``verify`` in a fresh Python process; a crash or timeout becomes the result's problem.
+
+    The process has a session of its own, so a Ctrl-C in the grader's terminal reaches the grader
+    alone; the grader stops it through ``cancellation``.
+    """
     request_path, result_path = workdir / "verify-request.json", workdir / "verify-result.json"
     request_path.write_text(json.dumps(request), encoding="utf-8")
     result_path.unlink(missing_ok=True)
-    try:
-        completed = subprocess.run([sys.executable, "-m", "grader.verify", str(request_path), str(result_path)],
-                                   capture_output=True, text=True, timeout=timeout_s,
-                                   env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parent.parent)
-    except subprocess.TimeoutExpired:
-        return Verification(problem=f"checking the saved model took over {timeout_s:.0f} s")
-    if completed.returncode != 0 or not result_path.is_file():
-        tail = completed.stderr.strip().splitlines()[-3:]
+    command = [sys.executable, "-m", "grader.verify", str(request_path), str(result_path)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parent.parent) as process, \
+            (cancellation or Cancellation()).register(process.kill):
+        try:
+            _, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            return Verification(problem=f"checking the saved model took over {timeout_s:.0f} s")
+    if process.returncode != 0 or not result_path.is_file():
+        tail = stderr.strip().splitlines()[-3:]
         return Verification(problem="checking the saved model failed: " + " | ".join(tail))
     return Verification.from_dict(json.loads(result_path.read_text(encoding="utf-8")))
 

@@ -15,8 +15,8 @@ def parse(*argv):
 
 def test_defaults_come_from_the_api():
     options, api = parse("subs"), GradingOptions()
-    for name in ("output_dir", "hidden_set", "hidden_size", "time_limit_s", "jobs", "parameters", "execute",
-                 "force", "keep_work", "rubric", "sandbox", "limits", "max_output_bytes"):
+    for name in ("output_dir", "hidden_set", "hidden_size", "hidden_seed", "time_limit_s", "jobs", "parameters",
+                 "execute", "force", "keep_work", "rubric", "sandbox", "limits", "max_output_bytes"):
         assert getattr(options, name) == getattr(api, name), name
 
 
@@ -25,13 +25,14 @@ def test_every_option_reaches_the_api(tmp_path):
     params.write_text(json.dumps({"NUM_EPOCHS": 1, "MAX_LENGTH": 64}))
     rubric = tmp_path / "rubric.toml"
     rubric.write_text("[thresholds]\naccuracy = 0.8\n")
-    options = parse("subs", "-o", "out", "--hidden-set", "test.csv", "--hidden-size", "200", "--timeout", "90",
+    options = parse("subs", "-o", "out", "--hidden-set", "test.csv", "--hidden-size", "200", "--hidden-seed", "5",
+                    "--timeout", "90",
                     "-j", "3", "--params-file", str(params), "-p", "MAX_LENGTH=128", "-p", "MODEL_NAME=/m",
                     "--rubric", str(rubric), "--no-execute", "--force", "--keep-work", "--sandbox", "require",
                     "--memory-limit", "3G", "--max-processes", "64", "--max-file-size", "500M",
                     "--disk-limit", "1.5GB", "--max-output", "2M")
     assert options.output_dir == Path("out") and options.hidden_set == Path("test.csv")
-    assert (options.hidden_size, options.time_limit_s, options.jobs) == (200, 90, 3)
+    assert (options.hidden_size, options.hidden_seed, options.time_limit_s, options.jobs) == (200, 5, 90, 3)
     assert options.parameters == {"NUM_EPOCHS": 1, "MAX_LENGTH": 128, "MODEL_NAME": "/m"}
     assert options.rubric.accuracy == 0.8
     assert not options.execute and options.force and options.keep_work

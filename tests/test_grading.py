@@ -176,6 +176,9 @@ def test_a_killed_run_resumes_with_every_student_graded_once(tiny_parameters, ti
     command = [sys.executable, "-m", "grader.cli", str(folder), "-o", str(output_dir), "-q",
                "--hidden-set", str(tiny_data_dir / "test.csv"), "--hidden-size", "100",
                "--timeout", str(TIME_LIMIT_S)] + [f"-p{k}={json.dumps(v)}" for k, v in tiny_parameters.items()]
+    # The limits of the rerun below: results made under other limits would be stale, and regraded.
+    command += ["--memory-limit", str(TEST_LIMITS.memory_bytes), "--max-processes", str(TEST_LIMITS.max_processes),
+                "--max-file-size", str(TEST_LIMITS.max_file_bytes), "--disk-limit", str(TEST_LIMITS.disk_bytes)]
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((output_dir / "results").glob("*.json")):

@@ -1,0 +1,47 @@
+"""What a grade depends on, as one hash: a rerun keeps an earlier result only when it matches.
+
+The student's notebook (its bytes), the rubric, the hidden set (the sample the grader measured
+on), the parameters, whether notebooks run, the limits and the grader's version. Change any of
+them and the earlier grade is stale: that student is graded again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+DISTRIBUTION = "finetune-sentiment-grader"
+
+
+def grader_version() -> str:
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes; "" when it cannot be read (that result is a "not gradable" one)."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return ""
+
+
+def run_settings(options, hidden_set_digest: str) -> str:
+    """Everything in a batch's options that can change a grade, as canonical JSON."""
+    return json.dumps({
+        "rubric": asdict(options.rubric), "hidden_set": hidden_set_digest, "parameters": options.parameters,
+        "execute": options.execute, "time_limit_s": float(options.time_limit_s),   # --timeout 150 is the API's 150
+        "verify_time_limit_s": float(options.verify_time_limit_s), "max_output_bytes": options.max_output_bytes,
+        "limits": asdict(options.limits), "max_length": options.max_length, "kernel_name": options.kernel_name,
+        "grader": grader_version(),
+    }, sort_keys=True, default=str)
+
+
+def fingerprint(notebook: Path, settings: str) -> str:
+    """The fingerprint of one student's grade under ``settings`` (``run_settings``)."""
+    return hashlib.sha256(f"{file_digest(notebook)}\n{settings}".encode()).hexdigest()
