@@ -6,7 +6,9 @@ a dead kernel, an exceeded limit or a failing cell are all facts in the returned
 """
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -26,10 +28,35 @@ from .sandbox import Confinement, Limits, SandboxPlan, Watchdog, kernel_environm
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 GRADER_TAGS = {INJECTED_TAG, CONTRACT_TAG}
+# An error is output too: a notebook can raise a 200 MB message. These caps hold for the executed
+# notebook, the result and the feedback alike, since all three are made from the capped output.
+MAX_ENAME_CHARS = 200
+MAX_EVALUE_CHARS = 2_000
+MAX_TRACEBACK_CHARS = 20_000
+MAX_ERRORS_KEPT = 20          # cells' errors kept in a result; the executed notebook has them all
 
 
 def strip_ansi(text: str) -> str:
     return ANSI_ESCAPE.sub("", text)
+
+
+def clip(text, limit: int) -> str:
+    text = text if isinstance(text, str) else str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... [{len(text) - limit:,} more characters cut by the grader]"
+
+
+def capped_error(content: dict) -> dict:
+    """An error message with its name, value and traceback cut to the grader's limits (the traceback's end kept)."""
+    lines, kept, size = list(content.get("traceback") or []), [], 0
+    for line in reversed(lines):
+        line = clip(line, MAX_TRACEBACK_CHARS // 4)
+        if size + len(line) > MAX_TRACEBACK_CHARS:
+            kept.append(f"[{len(lines) - len(kept)} traceback line(s) cut by the grader]")
+            break
+        kept.append(line)
+        size += len(line)
+    return {**content, "ename": clip(content.get("ename", ""), MAX_ENAME_CHARS),
+            "evalue": clip(content.get("evalue", ""), MAX_EVALUE_CHARS), "traceback": kept[::-1]}
 
 
 def student_cell_number(nb: nbformat.NotebookNode, index: int) -> int:
@@ -51,8 +78,9 @@ class CellError:
     @classmethod
     def from_output(cls, nb, index: int, output) -> "CellError":
         cell = nb.cells[index]
-        return cls(student_cell_number(nb, index), cell.get("id", ""), cell.source, output.get("ename", ""),
-                   strip_ansi(output.get("evalue", "")), strip_ansi("\n".join(output.get("traceback", []))))
+        output = capped_error(output)
+        return cls(student_cell_number(nb, index), cell.get("id", ""), cell.source, output["ename"],
+                   strip_ansi(output["evalue"]), strip_ansi("\n".join(output["traceback"])))
 
 
 @dataclass
@@ -104,7 +132,9 @@ class CappedOutputClient(NotebookClient):
         self.output_truncated = False
 
     def output(self, outs, msg, display_id, cell_index):
-        if msg["msg_type"] in ("stream", "display_data", "execute_result", "update_display_data"):
+        if msg["msg_type"] == "error":
+            msg["content"] = capped_error(msg["content"])
+        if msg["msg_type"] in ("stream", "display_data", "execute_result", "update_display_data", "error"):
             self.output_bytes += len(json.dumps(msg["content"]))
             if self.output_bytes > self.max_output_bytes:
                 if not self.output_truncated:
@@ -115,6 +145,11 @@ class CappedOutputClient(NotebookClient):
                     self.watchdog.stop_kernel(f"printed more than {size_text(self.max_output_bytes)} of output")
                 return None
         return super().output(outs, msg, display_id, cell_index)
+
+
+def assigned_gpus(env: dict | None) -> list[str] | None:
+    visible = (env or {}).get("CUDA_VISIBLE_DEVICES")
+    return None if visible is None else [gpu.strip() for gpu in visible.split(",") if gpu.strip()]
 
 
 def kernel_manager(kernel_name: str, confinement: Confinement | None, limits: Limits) -> AsyncKernelManager:
@@ -137,9 +172,10 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, time_limit_s: 
     runs confined; without one, unconfined (the limits apply either way).
     """
     deadline = time.monotonic() + time_limit_s
+    workdir = Path(os.path.realpath(workdir))   # the kernel, the sandbox and the watchdog need one absolute path
     # A short path: Unix socket paths are limited to about 100 characters.
     kernel_dir = Path(tempfile.mkdtemp(prefix="grade-kernel-"))
-    confinement = (Confinement(workdir, kernel_dir, sandbox)
+    confinement = (Confinement(workdir, kernel_dir, sandbox, gpus=assigned_gpus(env))
                    if sandbox is not None and sandbox.flags is not None else None)
     watchdog = Watchdog(limits, workdir)
     client = CappedOutputClient(
@@ -167,6 +203,8 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, time_limit_s: 
     except DeadKernelError:
         execution.kernel_died = True
     finally:
+        # nbclient leaves an atexit clean-up behind that fails loudly when the kernel never started.
+        atexit.unregister(client._cleanup_kernel)
         watchdog.finish()
         shutil.rmtree(kernel_dir, ignore_errors=True)
         execution.duration_s = time.monotonic() - started
@@ -179,4 +217,4 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, time_limit_s: 
 def cell_errors(nb: nbformat.NotebookNode) -> list[CellError]:
     return [CellError.from_output(nb, index, output)
             for index, cell in enumerate(nb.cells) if cell.cell_type == "code"
-            for output in cell.get("outputs", []) if output.get("output_type") == "error"]
+            for output in cell.get("outputs", []) if output.get("output_type") == "error"][:MAX_ERRORS_KEPT]

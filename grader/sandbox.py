@@ -5,14 +5,14 @@ IPC, UTS and cgroup namespaces without root and without a daemon. Inside it:
 
 - there is no network (only a loopback of its own), so the kernel talks to the grader over
   Unix sockets (ZeroMQ's ``ipc`` transport) in a folder bound in for that kernel alone;
-- the filesystem is read-only; the student's working folder is writable, and ``/tmp`` is a
-  folder of their own inside it;
-- home folders, ``/tmp`` and ``/run`` are empty, except for what the kernel needs to read:
-  Python, the grader's package, the Hugging Face cache and the paths the instructor passes as
-  parameters (the course's data and model);
-- the grader's output folder (other students' work, the hidden set, the gradebook), the
-  submissions folder, the answer key and the hidden-set file are not there at all;
-- GPUs stay usable: the NVIDIA device files are bound in.
+- deny by default: the root is empty and read-only; only the system folders (``/usr``, ``/etc``,
+  ``/lib``...), Python, the grader's package, the models of the Hugging Face cache and the paths
+  the instructor passes as parameters (the course's data and model) are bound in, read-only;
+- the student's working folder is writable, ``/tmp`` is a folder of their own inside it, and
+  ``/dev/shm`` is a small tmpfs (it is memory that no process's RSS shows);
+- a hidden file or folder that lies inside one of those (the hidden set next to ``train.csv``, an
+  output folder inside the data folder) is not there at all;
+- GPUs stay usable: the NVIDIA control nodes and the assigned GPU's device node are bound in.
 
 ``grader.confine`` then sets the limits that the kernel enforces (file size, tasks), and a
 ``Watchdog`` thread in the grader enforces the rest (memory, processes, disk), killing the whole
@@ -44,8 +44,10 @@ SANDBOX_MODES = ("auto", "require", "off")
 # the grader; a new session so the kernel cannot push keystrokes into the grader's terminal.
 NAMESPACE_FLAGS = ["--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
 NO_NESTED_USERNS = ["--disable-userns"]   # bubblewrap >= 0.8: no user namespaces inside the sandbox
-# Emptied inside the sandbox (other users' files, sockets of running services, temp files).
-COARSE_HIDDEN = ["/home", "/root", "/run", "/var/tmp", "/mnt", "/media", "/srv"]
+# All of the host a sandbox sees, read-only, besides Python, the grader's package and the folders
+# the instructor names: deny by default, so an old output folder or a cache holding labelled test
+# reviews is simply not there.
+SYSTEM_PATHS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/sys")
 # System secrets that root can read even without capabilities (the sandbox keeps root's uid on the
 # host when the grader runs as root): covered by /dev/null, which a bind mount makes unopenable (nodev).
 SECRET_FILES = ["/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers", "/etc/ssh/ssh_host_*_key"]
@@ -64,6 +66,11 @@ class Limits:
     max_processes: int = 256
     max_file_bytes: int = 4 * GB      # any single file it writes
     disk_bytes: int = 20 * GB         # everything in its working folder, /tmp included
+
+    @property
+    def shm_bytes(self) -> int:
+        """The size of /dev/shm, memory that no process's RSS shows: a small, fixed share of the limit."""
+        return max(64 * MB, min(GB, self.memory_bytes // 8))
 
     @property
     def max_tasks(self) -> int:
@@ -111,6 +118,11 @@ def _existing(paths) -> list[Path]:
     return found
 
 
+def _outermost(paths: list[Path]) -> list[Path]:
+    """The paths not inside another one of them: binding those covers the rest."""
+    return [path for path in paths if not _under(path, [other for other in paths if other != path])]
+
+
 def hub_cache() -> Path | None:
     try:
         from huggingface_hub import constants
@@ -119,17 +131,101 @@ def hub_cache() -> Path | None:
         return None
 
 
+def hub_models() -> list[Path]:
+    """The models in the Hugging Face cache, never its datasets (the public test split lives there)."""
+    cache = hub_cache()
+    return sorted(cache.glob("models--*")) if cache is not None and cache.is_dir() else []
+
+
 def python_paths() -> list[Path]:
-    """What the kernel's Python needs to read: its installation and the grader's package."""
+    """What the kernel's Python needs to read: its installation and the grader's package, not its repository."""
     import site
-    grader_parent = Path(__file__).resolve().parent.parent
     return [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.executable).resolve().parent,
-            *map(Path, site.getsitepackages()), grader_parent]
+            *map(Path, site.getsitepackages()), Path(__file__).resolve().parent]
 
 
-def gpu_devices() -> list[Path]:
-    dev = Path("/dev")
-    return sorted(dev.glob("nvidia*")) + ([dev / "dri"] if (dev / "dri").is_dir() else [])
+def gpu_minor_numbers() -> dict[str, str]:
+    """GPU index (as CUDA_VISIBLE_DEVICES counts in PCI order) -> the minor number of its /dev/nvidiaN."""
+    try:
+        listing = subprocess.run(["nvidia-smi", "--query-gpu=index,minor_number", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return dict(line.replace(" ", "").split(",", 1) for line in listing.splitlines() if "," in line)
+
+
+def gpu_devices(assigned: list[str] | None, dev: Path = Path("/dev")) -> list[Path]:
+    """The NVIDIA control nodes and the device node of each assigned GPU only (the first: none assigned)."""
+    every_gpu = sorted(path for path in dev.glob("nvidia[0-9]*"))
+    if not every_gpu:
+        return []
+    control = [path for path in dev.glob("nvidia*") if path not in every_gpu]
+    if assigned is None:
+        chosen = every_gpu[:1]     # one GPU per sandbox, even when nobody said which
+    else:
+        minors = gpu_minor_numbers()
+        chosen = [dev / f"nvidia{minors.get(gpu, gpu)}" for gpu in assigned]
+    return sorted(control) + [path for path in chosen if path.exists()]
+
+
+def system_mounts() -> list[str]:
+    """The operating system, read-only: what any Python kernel needs, and no user's files."""
+    args = []
+    for name in SYSTEM_PATHS:
+        path = Path(name)
+        if path.is_symlink():                     # merged /usr: /lib -> usr/lib
+            args += ["--symlink", os.readlink(path), name]
+        elif path.is_dir():
+            args += ["--ro-bind", name, name]
+    for pattern in SECRET_FILES:
+        for secret in sorted(Path("/").glob(pattern.lstrip("/"))):
+            args += ["--ro-bind", "/dev/null", str(secret)]
+    return args
+
+
+def hiding_mounts(exposed: list[Path], hidden: list[Path]) -> tuple[list[str], list[Path]]:
+    """Hide what lies inside an exposed folder: a hidden folder is emptied; a hidden file's folder is
+    emptied and its other entries bound back. Returns the arguments and the folders emptied."""
+    hidden = [path for path in _existing(hidden) if _under(path, exposed)]
+    hidden_files = {path for path in hidden if not path.is_dir()}
+    emptied = [*(path for path in hidden if path.is_dir()), *sorted({path.parent for path in hidden_files})]
+    args = []
+    for folder in emptied:
+        args += ["--tmpfs", str(folder)]
+        if folder in {path.parent for path in hidden_files}:
+            for sibling in sorted(set(folder.iterdir()) - hidden_files):
+                args += ["--ro-bind", str(sibling), str(sibling)]
+    return args, emptied
+
+
+def sandbox_prefix(plan: "SandboxPlan", readable: list[Path], writable: list[Path], shm_bytes: int,
+                   gpus: list[str] | None = None, tmpdir: Path | None = None,
+                   placed: dict[str, Path] | None = None) -> list[str]:
+    """bubblewrap's arguments, deny by default: the system, Python, the grader's package and ``readable``
+    read-only; ``writable`` and ``tmpdir`` (as /tmp, else a small tmpfs) writable; ``placed`` files
+    read-only at the paths given inside; nothing else exists inside."""
+    readable = _outermost(_existing([*python_paths(), *readable]))
+    args = ["bwrap", *system_mounts(), "--proc", "/proc", "--dev", "/dev", "--size", str(shm_bytes),
+            "--tmpfs", "/dev/shm"]
+    for device in gpu_devices(gpus):
+        args += ["--dev-bind", str(device), str(device)]
+    # /tmp first: what is bound below it afterwards (a data folder under /tmp) stays visible.
+    if tmpdir is not None:
+        args += ["--bind", str(tmpdir), "/tmp"]
+    else:
+        args += ["--size", str(shm_bytes), "--tmpfs", "/tmp"]
+    for path in readable:
+        args += ["--ro-bind", str(path), str(path)]
+    hide, emptied = hiding_mounts([*map(Path, SYSTEM_PATHS), *readable], plan.hidden)
+    args += hide
+    for path in writable:
+        args += ["--bind", str(path), str(path)]
+    for inside, outside in (placed or {}).items():
+        args += ["--ro-bind", str(outside), inside]
+    for path in ["/", "/dev", *map(str, emptied)]:
+        args += ["--remount-ro", str(path)]
+    uid = os.getuid() or 65534   # as root, the sandbox runs as nobody, without capabilities
+    return args + [*plan.flags, "--uid", str(uid), "--gid", str(os.getgid() or 65534)]
 
 
 @dataclass
@@ -139,50 +235,38 @@ class Confinement:
     workdir: Path                 # writable: the notebook's own folder
     kernel_dir: Path              # writable: the kernel's connection file and sockets, nothing else
     plan: "SandboxPlan"           # bubblewrap's flags; what is hidden, and what stays readable
+    gpus: list[str] | None = None   # the GPUs assigned to this job (CUDA_VISIBLE_DEVICES)
+
+    def __post_init__(self):
+        # bubblewrap takes paths as given: a relative one would name a folder inside the sandbox.
+        self.workdir = Path(os.path.realpath(self.workdir))
+        self.kernel_dir = Path(os.path.realpath(self.kernel_dir))
 
     @property
     def tmpdir(self) -> Path:
         return self.workdir / ".tmp"
 
     def bwrap_command(self, limits: Limits) -> list[str]:
-        workdir, kernel_dir = Path(os.path.realpath(self.workdir)), Path(os.path.realpath(self.kernel_dir))
         self.tmpdir.mkdir(parents=True, exist_ok=True)
-        coarse = _existing([*COARSE_HIDDEN, os.environ.get("HOME")])
-        coarse = [path for path in coarse if path != Path("/")]
-        readable = _existing([*python_paths(), hub_cache(), *self.plan.readable])
-        readable = [path for path in readable if _under(path, coarse + [Path("/tmp")])]
-        hidden = [path for path in _existing(self.plan.hidden)
-                  if _under(path, readable) or not _under(path, coarse + [Path("/tmp")])]
-
-        args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        for device in gpu_devices():
-            args += ["--dev-bind", str(device), str(device)]
-        for path in coarse:
-            args += ["--tmpfs", str(path)]
-        for pattern in SECRET_FILES:
-            for secret in sorted(Path("/").glob(pattern.lstrip("/"))):
-                args += ["--ro-bind", "/dev/null", str(secret)]
-        args += ["--bind", str(self.tmpdir), "/tmp"]
-        for path in readable:
-            args += ["--ro-bind", str(path), str(path)]
-        hidden_files = {path for path in hidden if not path.is_dir()}
-        # A hidden file's folder is emptied, then everything else in it is bound back.
-        emptied = [*coarse, *(path for path in hidden if path.is_dir()), *sorted({p.parent for p in hidden_files})]
-        for folder in emptied[len(coarse):]:
-            args += ["--tmpfs", str(folder)]
-            if folder in {path.parent for path in hidden_files}:
-                for sibling in sorted(set(folder.iterdir()) - hidden_files):
-                    args += ["--ro-bind", str(sibling), str(sibling)]
-        args += ["--bind", str(workdir), str(workdir), "--bind", str(kernel_dir), str(kernel_dir)]
-        for path in emptied:
-            args += ["--remount-ro", str(path)]
-        uid = os.getuid() or 65534   # as root, the sandbox runs as nobody, without capabilities
+        args = sandbox_prefix(self.plan, [*hub_models(), *self.plan.readable], [self.workdir, self.kernel_dir],
+                              limits.shm_bytes, self.gpus, tmpdir=self.tmpdir)
         # ipykernel exits when its parent looks gone, as it always does from inside a PID namespace;
         # 1 turns that poll off, and --die-with-parent does its job.
-        args += ["--setenv", "JPY_PARENT_PID", "1"]
-        args += [*self.plan.flags, "--uid", str(uid), "--gid", str(os.getgid() or 65534), "--chdir", str(workdir)]
+        args += ["--setenv", "JPY_PARENT_PID", "1", "--chdir", str(self.workdir)]
         return args + [sys.executable, "-P", "-m", "grader.confine", "--max-tasks", str(limits.max_tasks),
                        "--max-file-bytes", str(limits.max_file_bytes), "--"]
+
+
+HIDDEN_SET_INSIDE = "/run/grader/hidden-set.json"   # where the model check reads the hidden set
+
+
+def verifier_prefix(plan: "SandboxPlan", workdir: Path, hidden_set_file: Path, limits: Limits,
+                    gpus: list[str] | None = None) -> list[str]:
+    """The model check's sandbox: the student's folder and the hidden set, read-only, no network,
+    nothing writable but a small /tmp. It runs the grader's code only, on files the student made."""
+    args = sandbox_prefix(plan, [Path(os.path.realpath(workdir))], [], limits.shm_bytes, gpus,
+                          placed={HIDDEN_SET_INSIDE: Path(os.path.realpath(hidden_set_file))})
+    return args + ["--chdir", "/"]
 
 
 def kernel_environment(base: dict | None, sandboxed: bool) -> dict:
@@ -193,6 +277,8 @@ def kernel_environment(base: dict | None, sandboxed: bool) -> dict:
     cache = hub_cache()
     if cache is not None:
         env["HF_HUB_CACHE"] = str(cache)
+    if "CUDA_VISIBLE_DEVICES" in env:   # the grader numbers GPUs as nvidia-smi does, in PCI order
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     if sandboxed:  # home is empty and read-only inside: caches and settings go to the private /tmp
         env.update(HOME="/tmp", TMPDIR="/tmp", HF_DATASETS_CACHE="/tmp/.cache/huggingface/datasets")
     else:

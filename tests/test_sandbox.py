@@ -4,10 +4,12 @@ The adversarial corpus (tests/test_grading.py) shows the whole sandbox at work o
 these tests pin down each part on its own, quickly.
 """
 import os
+import shutil
 import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -132,3 +134,106 @@ def test_a_sandboxed_kernel_sees_no_secret_and_no_hidden_file(tmp_path, monkeypa
     assert execution.sandboxed and [error.ename for error in execution.errors] == ["PermissionError"] * len(nb.cells[2:])
     assert nb.cells[0].outputs[0].text == "None False\n"
     assert (work / "mine.txt").read_text() == "ok" and (work / ".tmp" / "t").read_text() == "ok"
+
+
+def test_only_the_assigned_gpu_is_bound_in(tmp_path):
+    for name in ("nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"):
+        (tmp_path / name).touch()
+    names = lambda paths: sorted(path.name for path in paths)  # noqa: E731
+    control = ["nvidia-uvm", "nvidia-uvm-tools", "nvidiactl"]
+    assert names(sandbox.gpu_devices(["1"], dev=tmp_path)) == sorted(control + ["nvidia1"])
+    assert names(sandbox.gpu_devices(None, dev=tmp_path)) == sorted(control + ["nvidia0"])
+    assert sandbox.gpu_devices(None, dev=tmp_path / "no-gpus") == []
+
+
+def run_cells(sources, workdir, plan, limits=Limits(), time_limit_s=120):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    execution = execute_notebook(nb, workdir, time_limit_s=time_limit_s, sandbox=plan, limits=limits)
+    printed = ["".join(output.get("text", "") for output in cell.outputs) for cell in nb.cells]
+    return execution, printed
+
+
+WALK = '''import os
+seen = sorted(os.listdir("/"))
+files = []
+for root, dirs, names in os.walk("/"):
+    dirs[:] = [d for d in dirs if os.path.join(root, d) not in SKIPPED]
+    files += [os.path.join(root, name) for name in names]
+print(seen)
+print("\\n".join(files))
+'''
+
+
+def test_the_sandbox_denies_by_default(tmp_path, monkeypatch, sandbox_flags):
+    """Listed and walked from inside: the system, Python, the grader, the named folders, and nothing else.
+    An earlier run's output folder (hidden reviews with labels) and a cached Hub dataset are not there."""
+    from grader.build import ROOT
+    old_run = ROOT / "build" / "test-an-earlier-run" / ".grader"
+    old_run.mkdir(parents=True, exist_ok=True)
+    (old_run / "hidden-set.json").write_text('[{"text": "great", "label": 1}]')
+    cache = tmp_path / "hub"
+    for name in ("models--org--model", "datasets--fancyzhx--amazon_polarity"):
+        (cache / name).mkdir(parents=True)
+        (cache / name / "data.txt").write_text(name)
+    monkeypatch.setattr(sandbox, "hub_cache", lambda: cache)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("label,title,content\n")
+    (data / "test.csv").write_text("label,title,content\n1,secret,secret\n")
+    work, kernel_tmp = tmp_path / "work", tmp_path / "work" / ".tmp"
+    work.mkdir()
+    system = [path for path in sandbox.SYSTEM_PATHS if os.path.exists(path)]
+    skipped = ["/proc", "/dev", *(path for path in system)]
+    allowed = [*map(str, sandbox._existing(sandbox.python_paths())), str(cache / "models--org--model"),
+               str(data / "train.csv"), str(work), "/tmp"]
+    probe = WALK.replace("SKIPPED", repr(skipped))
+    try:
+        plan = SandboxPlan(tuple(sandbox_flags), hidden=(data / "test.csv",), readable=(data,))
+        execution, printed = run_cells([probe], work, plan)
+        assert execution.sandboxed and not execution.errors, execution.errors
+        top, *files = printed[0].splitlines()
+        tops = {path.strip("/").split("/")[0] for path in allowed}
+        assert set(eval(top)) == {"dev", "proc", "tmp", *(p.strip("/") for p in system), *tops}
+        outside = [path for path in files if not any(path == root or path.startswith(root.rstrip("/") + "/")
+                                                     for root in allowed)]
+        assert outside == []
+        assert str(cache / "models--org--model" / "data.txt") in files
+        assert str(data / "train.csv") in files
+        # The negative control: unconfined, the same walk finds the earlier run's hidden set and the cached dataset.
+        _, unconfined = run_cells([probe.replace("os.walk(\"/\")", f"os.walk({str(ROOT.parent)!r})")
+                                   + f"\nprint(os.listdir({str(cache)!r}))"], tmp_path / "work2", SandboxPlan(None))
+        assert str(old_run / "hidden-set.json") in unconfined[0]
+        assert "datasets--fancyzhx--amazon_polarity" in unconfined[0]
+    finally:
+        shutil.rmtree(old_run.parent)
+
+
+def test_a_relative_working_folder_reaches_bubblewrap_whole(tmp_path, monkeypatch, sandbox_flags):
+    monkeypatch.chdir(tmp_path)
+    execution, printed = run_cells(["import os; print(os.getcwd())"], Path("relative") / "work",
+                                   SandboxPlan(tuple(sandbox_flags)))
+    assert not execution.kernel_died and execution.sandboxed
+    assert printed[0].strip() == str(tmp_path / "relative" / "work")
+
+
+def test_dev_shm_is_small_and_the_rest_of_dev_read_only(tmp_path, sandbox_flags):
+    limits = Limits(memory_bytes=512 * MB)           # /dev/shm: 64 MB
+    fill = "open('/dev/shm/fill', 'wb').write(b'x' * (128 * 1024 * 1024))"
+    execution, _ = run_cells([fill, "open('/dev/new-file', 'w')"], tmp_path / "work",
+                             SandboxPlan(tuple(sandbox_flags)), limits=limits)
+    assert [(error.ename, "space" in error.evalue or "Read-only" in error.evalue) for error in execution.errors] == \
+        [("OSError", True), ("OSError", True)]
+    # The negative control: unconfined, /dev/shm takes the 128 MB (host memory, which no RSS shows).
+    unconfined, _ = run_cells([fill.replace("/dev/shm/fill", f"/dev/shm/grader-test-{os.getpid()}")],
+                              tmp_path / "work2", SandboxPlan(None))
+    os.unlink(f"/dev/shm/grader-test-{os.getpid()}")
+    assert unconfined.errors == []
+
+
+def test_an_error_of_200_mb_is_cut_everywhere(tmp_path):
+    execution, _ = run_cells(["raise ValueError('x' * 200_000_000)"], tmp_path / "work", SandboxPlan(None))
+    error = execution.errors[0]
+    assert error.ename == "ValueError" and "more characters cut by the grader" in error.evalue
+    assert len(error.evalue) < 3_000 and len(error.traceback) < 25_000
+    assert len(nbformat.writes(execution.notebook)) < 100_000
