@@ -24,11 +24,11 @@ import nbformat
 from .cancel import Cancellation
 from .contract import Contract, append_contract_cell, read_contract
 from .errors import GraderError, NotebookInvalid
-from .execute import Execution, execute_notebook
+from .execute import Execution, assigned_gpus, execute_notebook
 from .parameters import inject_parameters
 from .results import INTERRUPTED, NOT_GRADABLE, GradeResult
 from .rubric import Rubric, check, disagrees, load_rubric, no_todo_check, notebook_errors
-from .sandbox import MB, Limits, SandboxPlan
+from .sandbox import HIDDEN_SET_INSIDE, MB, Limits, SandboxPlan, verifier_prefix
 from .submissions import Submission
 from .verify import Verification, verify_in_subprocess
 
@@ -104,16 +104,20 @@ def execute(nb, workdir: Path, options: GradingOptions, env: dict | None, sandbo
 
 # 6 ------------------------------------------------------------------------------------------
 def verify(contract: Contract, workdir: Path, hidden_set_file: Path, options: GradingOptions,
-           env: dict | None, cancellation: Cancellation | None = None) -> Verification:
+           env: dict | None, sandbox: SandboxPlan, cancellation: Cancellation | None = None) -> Verification:
     if not contract.save_dir:
         return Verification(problem="SAVE_DIR is not defined, so there is no saved model to check")
     save_dir = Path(contract.save_dir)
     save_dir = save_dir if save_dir.is_absolute() else workdir / save_dir
-    request = {"save_dir": str(save_dir), "allowed_root": str(workdir), "hidden_set": str(hidden_set_file),
+    confined = sandbox.flags is not None
+    request = {"save_dir": str(save_dir), "allowed_root": str(workdir),
+               "hidden_set": HIDDEN_SET_INSIDE if confined else str(Path(os.path.realpath(hidden_set_file))),
                "max_length": options.max_length, "torch_threads": threads_per_job(options.jobs),
                "predictions": [{"text": p.text, "label": p.label, "confidence": p.confidence}
                                for p in contract.predictions]}
-    return verify_in_subprocess(request, workdir, options.verify_time_limit_s, env, cancellation=cancellation)
+    prefix = verifier_prefix(sandbox, workdir, hidden_set_file, options.limits, assigned_gpus(env)) if confined else []
+    return verify_in_subprocess(request, options.verify_time_limit_s, env, prefix=prefix, limits=options.limits,
+                                watch_folder=workdir, cancellation=cancellation)
 
 
 # 7 ------------------------------------------------------------------------------------------
@@ -137,7 +141,7 @@ def metric_check(rubric: Rubric, name: str, measured: float | None, ci, problem:
                  f"hidden-set {name} {measured:.3f}{interval} {verdict} {threshold:.2f}")
 
 
-def predictions_check(rubric: Rubric, contract: Contract):
+def predictions_check(rubric: Rubric, contract: Contract, verification: Verification):
     predictions = contract.predictions
     if len(predictions) < rubric.min_predictions:
         return check(rubric, "predictions", False,
@@ -146,7 +150,15 @@ def predictions_check(rubric: Rubric, contract: Contract):
         return check(rubric, "predictions", False, "a confidence lies outside [0.5, 1]: use the softmax probability")
     if len({p.label for p in predictions}) < 2:
         return check(rubric, "predictions", False, "every prediction has the same label; include both sentiments")
-    return check(rubric, "predictions", True, f"{len(predictions)} predictions with confidences, both labels")
+    # Points only for what the model did: predictions typed by hand earn nothing.
+    if not verification.loaded:
+        return check(rubric, "predictions", False, "no saved model could make these predictions: "
+                     + (verification.problem or "the saved model did not load"))
+    if not verification.reproduced:
+        return check(rubric, "predictions", False, "the saved model does not make these predictions: "
+                     + "; ".join(verification.mismatches[:3]))
+    return check(rubric, "predictions", True,
+                 f"{len(predictions)} predictions with confidences, both labels, made by the saved model")
 
 
 def reload_check(rubric: Rubric, verification: Verification):
@@ -168,7 +180,7 @@ def score(result: GradeResult, nb, execution: Execution, contract: Contract, ver
         no_todo_check(rubric, nb),
         metric_check(rubric, "accuracy", verification.accuracy, verification.accuracy_ci, verification.problem),
         metric_check(rubric, "f1", verification.f1, verification.f1_ci, verification.problem),
-        predictions_check(rubric, contract),
+        predictions_check(rubric, contract, verification),
         reload_check(rubric, verification),
     ]
     for name in ("accuracy", "f1"):
@@ -200,6 +212,7 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
     """
     result = GradeResult.for_submission(submission)
     started = time.monotonic()
+    workdir = Path(os.path.abspath(workdir))   # the sandbox, the kernel and the model check take it as given
     try:
         nb = read_submission(submission.notebook)
         if not options.execute:
@@ -217,7 +230,7 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
         result.reason = stop_reason(execution)
         contract = read_contract(execution.notebook)
         result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems
-        result.verification = verify(contract, workdir, hidden_set_file, options, env, cancellation=cancellation)
+        result.verification = verify(contract, workdir, hidden_set_file, options, env, sandbox, cancellation)
         score(result, nb, execution, contract, result.verification, options.rubric)
         return result, execution.notebook
     except GraderError as error:  # a notebook that cannot be graded at all

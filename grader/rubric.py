@@ -1,6 +1,8 @@
 """The rubric: thresholds and points from a small TOML file, and the checks that score a submission."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -11,7 +13,7 @@ from .errors import ConfigError
 DEFAULT_RUBRIC = Path(__file__).with_name("rubric.toml")
 CHECKS = ("ran_to_end", "no_todo_left", "accuracy", "f1", "predictions", "reload")
 TODO_STUB = "raise NotImplementedError"
-SELF_CHECK_PREFIX = "check-"   # the ids of the answer key's self-check cells
+SELF_CHECK_PREFIX = "check-"   # the ids of the answer key's self-check cells (ids are not trusted: see below)
 # The student's own test figures may differ from the hidden set's by sampling noise (their test
 # split has 750 reviews) plus a little for the different sample; beyond this we flag it.
 STUDENT_TEST_SIZE = 750
@@ -74,9 +76,31 @@ def disagrees(reported: float | None, measured: float | None, hidden_size: int) 
     return abs(reported - measured) > noise + AGREEMENT_SLACK
 
 
+def source_digest(source: str) -> str:
+    """A cell's source, whitespace at line ends and around it ignored, as a hash."""
+    text = "\n".join(line.rstrip() for line in source.strip().splitlines())
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@functools.cache
+def self_check_digests(answer_key: Path | None = None) -> frozenset[str]:
+    """The answer key's self-check cells, which the template holds locked, by their source.
+
+    A student can rename any cell's id, so a cell counts as a self-check only when its source is one
+    of these, the way nbgrader checksums its locked cells.
+    """
+    import nbformat
+
+    from .build import ANSWER_KEY
+    nb = nbformat.read(answer_key or ANSWER_KEY, as_version=4)
+    return frozenset(source_digest(cell.source) for cell in nb.cells
+                     if cell.cell_type == "code" and cell.get("id", "").startswith(SELF_CHECK_PREFIX))
+
+
 def notebook_errors(errors: list) -> list:
     """Errors outside the self-check cells: a failing self-check is scored by the check it mirrors."""
-    return [error for error in errors if not error.cell_id.startswith(SELF_CHECK_PREFIX)]
+    checks = self_check_digests()
+    return [error for error in errors if source_digest(error.source) not in checks]
 
 
 def no_todo_check(rubric: Rubric, nb) -> CheckResult:

@@ -4,7 +4,8 @@ The model is loaded from safetensors only, with no remote code and no network, s
 runs none of the student's code. It is then measured on the hidden evaluation set and asked to
 re-predict the student's own ``predictions`` texts, which shows whether those came from it.
 
-Run as ``python -m grader.verify REQUEST.json RESULT.json``; ``verify_in_subprocess`` does that.
+Run as ``python -m grader.verify`` (the request on stdin, the result on stdout), confined like the
+kernel; ``verify_in_subprocess`` does that.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from .cancel import Cancellation
 from .contract import LABELS
+from .sandbox import Limits, Watchdog, kernel_environment
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_MODEL_BYTES = 2_000_000_000
@@ -364,41 +366,53 @@ def verify(request: dict) -> Verification:
     return result
 
 
-def verify_in_subprocess(request: dict, workdir: Path, timeout_s: float, env: dict | None = None,
-                         cancellation: Cancellation | None = None) -> Verification:
-    """Run ``verify`` in a fresh Python process; a crash or timeout becomes the result's problem.
+RESULT_LINE = "grader-verification: "   # marks the result among whatever else the process prints
 
-    The process has a session of its own, so a Ctrl-C in the grader's terminal reaches the grader
-    alone; the grader stops it through ``cancellation``.
+
+def verify_in_subprocess(request: dict, timeout_s: float, env: dict | None = None, *, prefix=(),
+                         limits: Limits = Limits(), watch_folder: Path = Path("."),
+                         cancellation: Cancellation | None = None) -> Verification:
+    """Run ``verify`` in a fresh Python process; a crash, a timeout or an exceeded limit becomes the problem.
+
+    ``prefix`` confines it (``sandbox.verifier_prefix``). The request goes in on stdin and the result
+    comes back on stdout: the grader writes and reads no file in the student's folder, where a link
+    planted by the notebook could send it anywhere. The environment is the kernel's allow-list (no
+    tokens), the watchdog holds it to the memory limit, and it has a session of its own, so a Ctrl-C
+    in the grader's terminal reaches the grader alone, which stops it through ``cancellation``.
     """
-    request_path, result_path = workdir / "verify-request.json", workdir / "verify-result.json"
-    request_path.write_text(json.dumps(request), encoding="utf-8")
-    result_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "grader.verify", str(request_path), str(result_path)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                          env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parent.parent) as process, \
+    command = [*prefix, sys.executable, "-P", "-m", "grader.verify"]
+    watchdog = Watchdog(limits, watch_folder)
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, env=kernel_environment(env, sandboxed=bool(prefix)),
+                          cwd="/") as process, \
             (cancellation or Cancellation()).register(process.kill):
+        watchdog.watch(process.pid)
         try:
-            _, stderr = process.communicate(timeout=timeout_s)
+            stdout, stderr = process.communicate(json.dumps(request), timeout=timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
             return Verification(problem=f"checking the saved model took over {timeout_s:.0f} s")
-    if process.returncode != 0 or not result_path.is_file():
+        finally:
+            watchdog.finish()
+    if watchdog.exceeded:
+        return Verification(problem=f"checking the saved model was stopped: it {watchdog.exceeded}")
+    found = [line[len(RESULT_LINE):] for line in stdout.splitlines() if line.startswith(RESULT_LINE)]
+    if process.returncode != 0 or not found:
         tail = stderr.strip().splitlines()[-3:]
         return Verification(problem="checking the saved model failed: " + " | ".join(tail))
-    return Verification.from_dict(json.loads(result_path.read_text(encoding="utf-8")))
+    return Verification.from_dict(json.loads(found[-1]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    request_path, result_path = (argv or sys.argv[1:])[:2]
+    """``python -m grader.verify``: a request (JSON) on stdin, the result on stdout."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    request = json.loads(Path(request_path).read_text(encoding="utf-8"))
+    request = json.loads(sys.stdin.read())
     if request.get("torch_threads"):
         import torch
         torch.set_num_threads(request["torch_threads"])
     result = verify(request)
-    Path(result_path).write_text(json.dumps(result.to_dict()), encoding="utf-8")
+    print(RESULT_LINE + json.dumps(result.to_dict()), flush=True)
     return 0
 
 

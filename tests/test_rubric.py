@@ -34,3 +34,33 @@ def test_disagreement_is_beyond_sampling_noise_only():
     assert not disagrees(0.91, 0.90, 500)
     assert disagrees(0.99, 0.55, 500)
     assert not disagrees(None, 0.9, 500)
+
+
+def test_only_the_answer_keys_own_self_checks_are_excused():
+    import nbformat
+
+    from grader.build import ANSWER_KEY
+    from grader.execute import CellError
+    from grader.rubric import notebook_errors
+
+    key = nbformat.read(ANSWER_KEY, as_version=4)
+    genuine = next(cell for cell in key.cells if cell.get("id") == "check-accuracy")
+    failing_self_check = CellError(30, "check-accuracy", genuine.source + "\n", "AssertionError", "low", "")
+    forged_id = CellError(12, "check-accuracy", "raise RuntimeError('broken')", "RuntimeError", "broken", "")
+    renamed_self_check = CellError(30, "my-own-id", genuine.source, "AssertionError", "low", "")
+    assert notebook_errors([failing_self_check, forged_id, renamed_self_check]) == [forged_id]
+
+
+def test_predictions_earn_points_only_when_the_saved_model_makes_them():
+    from grader.contract import Contract, Prediction
+    from grader.pipeline import predictions_check
+    from grader.verify import Verification
+
+    rubric = load_rubric()
+    typed = Contract(predictions=[Prediction(f"review {i}", ("negative", "positive")[i % 2], 0.99) for i in range(6)])
+    no_model = predictions_check(rubric, typed, Verification(problem="SAVE_DIR is not defined"))
+    other_model = predictions_check(rubric, typed, Verification(loaded=True, reproduced=False,
+                                                                mismatches=["'review 0': notebook said negative"]))
+    made_by_it = predictions_check(rubric, typed, Verification(loaded=True, reproduced=True))
+    assert (no_model.passed, other_model.passed, made_by_it.passed) == (False, False, True)
+    assert "SAVE_DIR is not defined" in no_model.message and "review 0" in other_model.message

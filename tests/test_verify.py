@@ -4,6 +4,9 @@ import os
 import resource
 import shutil
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,14 +75,25 @@ def copy_with_config(saved_classifier, tmp_path, **settings):
 
 
 def test_verify_measures_the_model_and_checks_the_claimed_predictions(saved_classifier, tmp_path):
-    request = verify_request(saved_classifier, tmp_path,
-                             predictions=[{"text": "great product", "label": "positive", "confidence": 0.5}])
-    result = verify(request)
+    import torch
+    from transformers import AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(saved_classifier).eval()
+    tokenizer = AutoTokenizer.from_pretrained(saved_classifier)
+    with torch.no_grad():
+        probabilities = torch.softmax(model(**tokenizer(["great product"], return_tensors="pt")).logits, -1)[0]
+    truth = {"text": "great product", "label": ("negative", "positive")[int(probabilities.argmax())],
+             "confidence": float(probabilities.max())}
+    wrong_label = dict(truth, label="positive" if truth["label"] == "negative" else "negative")
+    wrong_confidence = dict(truth, confidence=truth["confidence"] - 0.05)
+    result = verify(verify_request(saved_classifier, tmp_path, predictions=[truth]))
     assert result.loaded and result.hidden_size == 10
     assert 0 <= result.accuracy <= 1 and result.accuracy_ci[0] <= result.accuracy <= result.accuracy_ci[1]
-    # An untrained head cannot be exactly 0.5 confident and positive at once, except by chance:
-    # the claim is checked against what the model really says.
-    assert result.reproduced is (not result.mismatches)
+    assert result.reproduced is True and result.mismatches == []
+    # The claims are checked against what the model really says: a wrong label or confidence is caught.
+    for claim in (wrong_label, wrong_confidence):
+        result = verify(verify_request(saved_classifier, tmp_path, predictions=[truth, claim]))
+        assert result.reproduced is False and len(result.mismatches) == 1, claim
 
 
 def test_a_genuine_classifier_matches_its_config(saved_classifier):
@@ -150,7 +164,7 @@ def test_a_malformed_safetensors_header_is_a_problem_not_a_crash(saved_classifie
 
 
 def test_verify_in_subprocess_turns_a_crash_into_a_problem(tmp_path):
-    result = verify_in_subprocess({"save_dir": 1}, tmp_path, timeout_s=120)
+    result = verify_in_subprocess({"save_dir": 1}, timeout_s=120, watch_folder=tmp_path)
     assert result.problem and "failed" in result.problem and not result.loaded
 
 
@@ -165,3 +179,38 @@ def test_f1_and_its_bootstrap_interval():
     assert f1_score_binary(labels, predicted) == pytest.approx(0.75)
     low, high = bootstrap_f1_interval(labels, predicted)
     assert low < 0.75 < high
+
+
+def confined_check(saved_classifier, tmp_path, sandbox_flags, limits):
+    from grader.sandbox import HIDDEN_SET_INSIDE, SandboxPlan, verifier_prefix
+    hidden_file = tmp_path / "private" / "hidden-set.json"
+    hidden_file.parent.mkdir()
+    request = verify_request(saved_classifier, tmp_path)
+    hidden_file.write_text(Path(request["hidden_set"]).read_text())
+    workdir = saved_classifier.parent
+    prefix = verifier_prefix(SandboxPlan(tuple(sandbox_flags)), workdir, hidden_file, limits)
+    request.update(hidden_set=HIDDEN_SET_INSIDE, allowed_root=str(workdir))
+    return verify_in_subprocess(request, timeout_s=300, env={"HF_TOKEN": "hf_secret", **os.environ}, prefix=prefix,
+                                limits=limits, watch_folder=workdir), prefix
+
+
+def test_the_model_check_runs_confined_and_sees_only_its_inputs(saved_classifier, tmp_path, sandbox_flags):
+    from grader.sandbox import HIDDEN_SET_INSIDE, Limits, kernel_environment
+    result, prefix = confined_check(saved_classifier, tmp_path, sandbox_flags, Limits())
+    assert result.loaded and result.hidden_size == 10 and result.problem is None
+    probe = ("import os, socket\n"
+             f"print(sorted(os.listdir('/')), os.path.isfile({HIDDEN_SET_INSIDE!r}), os.environ.get('HF_TOKEN'))\n"
+             f"try:\n    open({str(saved_classifier / 'x')!r}, 'w')\nexcept OSError as e:\n    print(e.strerror)\n"
+             "try:\n    socket.create_connection(('127.0.0.1', 22), timeout=2)\nexcept OSError as e:\n    print('no network')")
+    env = kernel_environment({"HF_TOKEN": "hf_secret", **os.environ}, sandboxed=True)
+    completed = subprocess.run([*prefix, sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                               timeout=60)
+    listing, written, network = completed.stdout.splitlines()
+    assert "'home'" not in listing and "'work'" in listing    # the student's folder's parents only
+    assert listing.endswith("True None") and written == "Read-only file system" and network == "no network"
+
+
+def test_the_model_check_is_held_to_the_memory_limit(saved_classifier, tmp_path, sandbox_flags):
+    from grader.sandbox import MB, Limits
+    result, _ = confined_check(saved_classifier, tmp_path, sandbox_flags, Limits(memory_bytes=60 * MB))
+    assert not result.loaded and "used more than 60 MB of memory" in result.problem
