@@ -19,8 +19,9 @@ from pathlib import Path
 
 import nbformat
 
-from grader.build import ANSWER_KEY, build_template
+from grader.build import ANSWER_KEY, ROOT, build_template
 from grader.rubric import CHECKS
+from grader.submissions import safe_id
 
 
 def _cell(nb, cell_id):
@@ -124,9 +125,9 @@ EXPECTED = {
     "raises-midway": _expect(fails={"ran_to_end"}),
     "too-few-predictions": _expect(fails={"predictions"}),
     "one-label-only": _expect(fails={"predictions"}),
-    # Nothing saved: the reload cell raises, and there is no model to measure.
-    "no-save": _expect(fails={"ran_to_end", "accuracy", "f1", "reload"}, passes={"no_todo_left", "predictions"}),
-    "reload-differs": _expect(fails={"reload"}),
+    # Nothing saved: the reload cell raises, and there is no model to measure or to make the predictions.
+    "no-save": _expect(fails={"ran_to_end", "accuracy", "f1", "predictions", "reload"}, passes={"no_todo_left"}),
+    "reload-differs": _expect(fails={"predictions", "reload"}),
     "infinite-loop": _expect(fails=set(CHECKS) - {"no_todo_left"}, passes={"no_todo_left"}),
     "prints-fake-metrics": _expect(fails={"accuracy", "f1"}, passes={"ran_to_end", "no_todo_left", "reload"}),
     "todo-left": _expect(fails=set(CHECKS), passes=set()),
@@ -146,6 +147,19 @@ class Targets:
     outside: Path           # a folder outside every sandbox; nothing may appear in it
     port: int = 0           # a TCP port listening on the grader's loopback
     home: Path = Path.home()
+    repository: Path = ROOT
+    # An earlier grading run's private folder, left in the project's build/ (hidden reviews with labels).
+    earlier_run: Path = ROOT / "build" / "an-earlier-grading-run" / ".grader" / "hidden-set.json"
+
+    @property
+    def other_model(self) -> Path:
+        """Another student's saved model, in the output folder's working area while grading runs."""
+        return self.output_dir / "work" / "another-student" / "outputs" / "sentiment-model"
+
+    @property
+    def victims(self) -> list[Path]:
+        """Files outside that links planted in a student's folder point at; none may change."""
+        return [self.outside / name for name in ("victim-request", "victim-result", "victim-notebook")]
 
     @property
     def marker(self) -> Path:
@@ -154,7 +168,7 @@ class Targets:
     @property
     def writes_attempted(self) -> list[Path]:
         """Where the attacks try to write; none of these may exist after grading."""
-        return [self.marker, self.home / "pwned-by-a-student", ANSWER_KEY.parent.parent / "pwned-by-a-student"]
+        return [self.marker, self.home / "pwned-by-a-student", self.repository / "pwned-by-a-student"]
 
 
 def _attack(key, *sources: str) -> nbformat.NotebookNode:
@@ -172,7 +186,7 @@ predictions = [{"text": t, "label": l, "confidence": 0.99} for t, l in
 
 
 def _attacks(t: Targets, key) -> dict:
-    other_model = t.output_dir / "work" / "passes" / "outputs" / "sentiment-model"
+    other_model = t.other_model
     return {
         "fork-bomb": _attack(key, "import os\nwhile True:\n    os.fork()"),
         "memory-hog": _attack(key, "hog = []\nwhile True:\n    hog.append(b'x' * 100_000_000)"),
@@ -192,7 +206,8 @@ def _attacks(t: Targets, key) -> dict:
             "import os\nfound = []\nfor root, dirs, files in os.walk('/'):\n"
             "    dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/proc', '/sys', '/dev')]\n"
             "    found += [os.path.join(root, f) for f in files if f.endswith(('.csv', 'hidden-set.json'))]\n"
-            f"leaked = [f for f in found if f in ({str(t.hidden_set)!r},) or f.endswith('hidden-set.json')]\n"
+            f"leaked = [f for f in found if f in ({str(t.hidden_set)!r}, {str(t.earlier_run)!r}) "
+            "or f.endswith('hidden-set.json')]\n"
             "print(len(found), 'CSV files found;', 'leaked:', leaked)\nassert not leaked, leaked"),
         "opens-socket": _attack(key, f"import socket\nsocket.create_connection(('127.0.0.1', {t.port}), timeout=5)"),
         "writes-outside-its-folder": _attack(key,
@@ -215,6 +230,16 @@ def _attacks(t: Targets, key) -> dict:
         "links-to-another-students-model": _attack(key,
             f"import os\nos.symlink({str(other_model)!r}, 'model')\nSAVE_DIR = 'model'", HAND_MADE_CONTRACT),
         "save-dir-is-the-course-model": _attack(key, "SAVE_DIR = MODEL_NAME", HAND_MADE_CONTRACT),
+        "hand-typed-contract": _attack(key, HAND_MADE_CONTRACT),
+        "forges-a-self-check-id": _forged_self_check(key),
+        "plants-links-for-the-grader": _attack(key,
+            "import os\n" + "".join(f"os.path.lexists({name!r}) and os.remove({name!r})\n"
+                                   f"os.symlink({str(victim)!r}, {name!r})\n" for victim, name in
+                                   zip(t.victims, ("verify-request.json", "verify-result.json", "submission.ipynb")))
+            + "SAVE_DIR = 'model'", HAND_MADE_CONTRACT),
+        "reads-an-earlier-run": _attack(key, f"print(open({str(t.earlier_run)!r}).read()[:200])"),
+        "raises-a-huge-error": _attack(key, "raise ValueError('x' * 200_000_000)"),
+        "fills-dev-shm": _attack(key, "for i in range(20):\n    open(f'/dev/shm/fill-{i}', 'wb').write(b'x' * 100_000_000)"),
         "pickle-payload": _attack(key,
             "import json, os, pickle\nos.makedirs('model', exist_ok=True)\n"
             "class Payload:\n    def __reduce__(self):\n"
@@ -223,6 +248,13 @@ def _attacks(t: Targets, key) -> dict:
             "json.dump({'model_type': 'bert', 'architectures': ['BertForSequenceClassification']},"
             " open('model/config.json', 'w'))\nSAVE_DIR = 'model'", HAND_MADE_CONTRACT),
     }
+
+
+def _forged_self_check(key) -> nbformat.NotebookNode:
+    """A failing cell given a self-check's id: only the answer key's own self-check source is excused."""
+    nb = _attack(key, "raise RuntimeError('this cell is broken')", HAND_MADE_CONTRACT)
+    nb.cells[1].id = "check-accuracy"
+    return nb
 
 
 FLAT = {"ran_to_end", "accuracy", "f1", "predictions", "reload"}   # an attack's failures when it stops
@@ -242,13 +274,22 @@ ATTACK_EXPECTED = {
     "writes-outside-its-folder": _expect(fails=FLAT, reason="Read-only file system"),
     "edits-the-grader": _expect(fails=FLAT, reason="Read-only file system"),
     "edits-the-gradebook": _expect(fails=FLAT, reason="Read-only file system|No such file"),
-    "fakes-test-metrics": _expect(fails={"accuracy", "f1", "reload"}, reason="reproduce"),
-    "steals-another-students-model": _expect(fails=FLAT - {"predictions"}, reason="FileNotFoundError"),
-    # Refused as outside the student's folder, or missing once that student's folder is cleaned up.
-    "links-to-another-students-model": _expect(fails={"accuracy", "f1", "reload"}, reason="outside|does not exist"),
-    "save-dir-is-the-course-model": _expect(fails={"accuracy", "f1", "reload"}, reason="outside"),
-    "pickle-payload": _expect(fails={"accuracy", "f1", "reload"}, reason="pickle"),
+    "fakes-test-metrics": _expect(fails={"accuracy", "f1", "predictions", "reload"}, reason="reproduce"),
+    "steals-another-students-model": _expect(fails=FLAT, reason="FileNotFoundError"),
+    # Refused as outside the student's folder (the model check does not see the other folder either).
+    "links-to-another-students-model": _expect(fails=FLAT - {"ran_to_end"}, reason="outside|does not exist"),
+    "save-dir-is-the-course-model": _expect(fails=FLAT - {"ran_to_end"}, reason="outside"),
+    "pickle-payload": _expect(fails=FLAT - {"ran_to_end"}, reason="pickle"),
+    # Predictions and metrics typed by hand, no model: only running and having no TODO earn points.
+    "hand-typed-contract": _expect(fails=FLAT - {"ran_to_end"}, reason="no saved model"),
+    "forges-a-self-check-id": _expect(fails=FLAT, reason="cell 2 raised RuntimeError"),
+    "plants-links-for-the-grader": _expect(fails=FLAT - {"ran_to_end"}, reason="does not exist"),
+    "reads-an-earlier-run": _expect(fails=FLAT, reason="FileNotFoundError"),
+    "raises-a-huge-error": _expect(fails=FLAT, reason="raised ValueError: x"),
+    "fills-dev-shm": _expect(fails=FLAT, reason="No space left on device"),
 }
+CAFE_FILE, EVIL_FILE = "caf\udce9-latin-1-name", "a\\..\\..\\grader\\evil"
+CAFE, EVIL = safe_id(CAFE_FILE), safe_id(EVIL_FILE)   # their student ids
 # Files that are not a normal notebook at all.
 FILE_EXPECTED = {
     "notebook-of-100-mb": Expected(status="not gradable", reason="over 50 MB"),
@@ -256,8 +297,8 @@ FILE_EXPECTED = {
     "empty-notebook": Expected(status="not gradable", reason="no code cells"),
     "empty-file": Expected(status="not gradable", reason="not a valid Jupyter notebook"),
     "not-utf-8": Expected(status="not gradable", reason="not a valid Jupyter notebook"),
-    "caf_-latin-1-name": _expect(fails=FLAT - {"ran_to_end"}),          # file name caf\xe9-latin-1-name
-    "a_.._.._grader_evil": _expect(fails=FLAT - {"ran_to_end"}),        # file name a\\..\\..\\grader\\evil
+    CAFE: _expect(fails=FLAT - {"ran_to_end"}),          # file name caf\xe9-latin-1-name
+    EVIL: _expect(fails=FLAT - {"ran_to_end"}),          # file name a\\..\\..\\grader\\evil
     "links-to-the-answer-key": Expected(status="not gradable", reason="link"),
 }
 CORPUS_EXPECTED = {**EXPECTED, **ATTACK_EXPECTED, **FILE_EXPECTED}
@@ -278,10 +319,9 @@ def _write_file_scenario(folder: Path, name: str, key) -> None:
     elif name == "not-utf-8":
         (folder / f"{name}.ipynb").write_bytes(nbformat.writes(harmless).replace("hello", "caf\u00e9")
                                                .encode("utf-8").replace("caf\u00e9".encode(), b"caf\xe9"))
-    elif name == "caf_-latin-1-name":
-        (folder / "caf\udce9-latin-1-name.ipynb").write_text(nbformat.writes(harmless), encoding="utf-8")
-    elif name == "a_.._.._grader_evil":
-        (folder / "a\\..\\..\\grader\\evil.ipynb").write_text(nbformat.writes(harmless), encoding="utf-8")
+    elif name in (CAFE, EVIL):
+        (folder / f"{CAFE_FILE if name == CAFE else EVIL_FILE}.ipynb").write_text(nbformat.writes(harmless),
+                                                                                   encoding="utf-8")
     elif name == "links-to-the-answer-key":
         (folder / f"{name}.ipynb").symlink_to(ANSWER_KEY)
     else:

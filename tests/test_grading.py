@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,18 +26,21 @@ from grader import GradingOptions, grade_submissions
 from grader.build import ROOT
 from grader.results import NOT_GRADABLE
 from grader.sandbox import GB, MB, Limits
-from scenarios import CORPUS_EXPECTED, Targets, write_scenarios
+from scenarios import CAFE, CORPUS_EXPECTED, Targets, write_scenarios
 
-# Long enough for a tiny run on a busy 2-core machine; the infinite loops run into it.
+# Long enough for a tiny run on a busy 2-core machine, two notebooks at once.
 TIME_LIMIT_S = 150
+# The scenarios whose point is the time limit run in a batch of their own, under a short one.
+TIME_LIMIT_SCENARIOS = {"infinite-loop": 20, "sleeps-ignoring-interrupts": 20}
+SHORT_TIME_LIMIT_S = 20
 # Small enough for the attacks to reach quickly, large enough for the tiny model's training.
 TEST_LIMITS = Limits(memory_bytes=3 * GB, max_processes=64, max_file_bytes=256 * MB, disk_bytes=1 * GB)
 
 
 def options(tiny_parameters, tiny_data_dir, output_dir, **overrides):
-    return GradingOptions(output_dir=output_dir, hidden_set=tiny_data_dir / "test.csv", hidden_size=100,
-                          parameters=tiny_parameters, time_limit_s=TIME_LIMIT_S, limits=TEST_LIMITS,
-                          sandbox="require", **overrides)
+    settings = dict(output_dir=output_dir, hidden_set=tiny_data_dir / "test.csv", hidden_size=100,
+                    parameters=tiny_parameters, time_limit_s=TIME_LIMIT_S, limits=TEST_LIMITS, sandbox="require")
+    return GradingOptions(**{**settings, **overrides})
 
 
 def tree_digest(*folders: Path) -> dict[str, str]:
@@ -68,19 +72,39 @@ class Listener:
             connection.close()
 
 
+def plant_targets(targets: Targets, tiny_model_dir: Path) -> None:
+    """What the attacks aim at must exist while they run, or a failed attack proves nothing."""
+    targets.earlier_run.parent.mkdir(parents=True, exist_ok=True)
+    targets.earlier_run.write_text('[{"text": "an earlier run\'s hidden review", "label": 1}]')
+    shutil.copytree(tiny_model_dir, targets.other_model, dirs_exist_ok=True)
+    for victim in targets.victims:
+        victim.write_text("the instructor's file")
+
+
 @pytest.fixture(scope="module")
 def mixed_batch(tiny_parameters, tiny_data_dir, tiny_model_dir, sandbox_flags, tmp_path_factory):
     listener = Listener()
     output_dir = tmp_path_factory.mktemp("results")
     targets = Targets(output_dir=output_dir, hidden_set=tiny_data_dir / "test.csv",
                       outside=tmp_path_factory.mktemp("outside"), port=listener.port)
-    folder = write_scenarios(tmp_path_factory.mktemp("submissions"), CORPUS_EXPECTED, targets)
+    plant_targets(targets, tiny_model_dir)
+    names = sorted(set(CORPUS_EXPECTED) - set(TIME_LIMIT_SCENARIOS))
+    folder = write_scenarios(tmp_path_factory.mktemp("submissions"), names, targets)
     (folder / "notes.txt").write_text("not a submission")
-    watched = [ROOT / "grader", ROOT / "answer_key", ROOT / "notebooks", folder, tiny_data_dir, tiny_model_dir]
+    limit_folder = write_scenarios(tmp_path_factory.mktemp("limit-submissions"), TIME_LIMIT_SCENARIOS, targets)
+    limit_output = tmp_path_factory.mktemp("limit-results")
+    watched = [ROOT / "grader", ROOT / "answer_key", ROOT / "notebooks", folder, tiny_data_dir, tiny_model_dir,
+               targets.outside, targets.earlier_run.parent]
     before = tree_digest(*watched)
-    batch = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, output_dir, jobs=2), progress=False)
-    listener.socket.close()
-    after = tree_digest(*watched)
+    try:
+        batch = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, output_dir, jobs=2), progress=False)
+        limited = grade_submissions(limit_folder, options(tiny_parameters, tiny_data_dir, limit_output, jobs=2,
+                                                          time_limit_s=SHORT_TIME_LIMIT_S), progress=False)
+        listener.socket.close()
+        after = tree_digest(*watched)
+    finally:
+        shutil.rmtree(targets.earlier_run.parent.parent, ignore_errors=True)
+    batch.results = sorted(batch.results + limited.results, key=lambda result: result.student_id)
     outside_effects = {"changed": {path for path in set(before) | set(after) if before.get(path) != after.get(path)},
                        "written": [path for path in targets.writes_attempted if path.exists()],
                        "connections": listener.connections}
@@ -125,10 +149,10 @@ def test_nothing_is_lost_and_every_student_has_feedback(mixed_batch):
     assert batch.skipped == [(str(folder / "notes.txt"), "not a notebook")]
     with open(output_dir / "gradebook.csv", newline="", encoding="utf-8") as handle:
         rows = {row["student_id"]: row for row in csv.DictReader(handle)}
-    assert set(rows) == set(CORPUS_EXPECTED)
+    assert set(rows) == set(CORPUS_EXPECTED) - set(TIME_LIMIT_SCENARIOS)
     assert rows["passes"]["total"] == "100" and rows["todo-left"]["no_todo_left"] == "fail"
-    assert rows["caf_-latin-1-name"]["name"] == "caf\ufffd-latin-1-name"
-    for student in CORPUS_EXPECTED:
+    assert rows[CAFE]["name"] == "caf\ufffd-latin-1-name"
+    for student in rows:
         assert (output_dir / "feedback" / f"{student}.html").is_file()
         assert json.loads((output_dir / "results" / f"{student}.json").read_text())["student_id"] == student
     assert (output_dir / "executed" / "passes.ipynb").is_file()
@@ -148,12 +172,19 @@ def test_the_reasons_students_read(mixed_batch):
     assert "NameError" in feedback and "split[" in feedback   # the failing cell's source and traceback
 
 
-def test_a_rerun_resumes_and_force_regrades(mixed_batch, tiny_parameters, tiny_data_dir):
+def test_a_rerun_resumes(mixed_batch, tiny_parameters, tiny_data_dir):
     folder, output_dir = mixed_batch[:2]
     (output_dir / "results" / "too-few-predictions.json").unlink()
-    again = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, output_dir), progress=False)
+    again = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, output_dir, force=False), progress=False)
     assert again.graded_now == ["too-few-predictions"]
-    assert sorted(again.resumed) == sorted(set(CORPUS_EXPECTED) - {"too-few-predictions"})
+    assert sorted(again.resumed) == sorted(set(CORPUS_EXPECTED) - set(TIME_LIMIT_SCENARIOS) - {"too-few-predictions"})
+
+
+def test_a_huge_error_stays_small_in_every_file(mixed_batch):
+    output_dir = mixed_batch[1]
+    for path in (output_dir / "results" / "raises-a-huge-error.json", output_dir / "feedback" / "raises-a-huge-error.html",
+                 output_dir / "executed" / "raises-a-huge-error.ipynb"):
+        assert path.stat().st_size < 200_000, path
 
 
 def test_no_execute_grades_the_saved_outputs_unverified(mixed_batch, tiny_parameters, tiny_data_dir, tmp_path):
@@ -193,3 +224,39 @@ def test_a_killed_run_resumes_with_every_student_graded_once(tiny_parameters, ti
     assert sorted(batch.resumed + batch.graded_now) == ["not-json", "passes", "todo-left"]
     with open(output_dir / "gradebook.csv", newline="") as handle:
         assert sorted(row["student_id"] for row in csv.DictReader(handle)) == ["not-json", "passes", "todo-left"]
+
+
+# The attacks that the sandbox (not the grader's other checks) stops, run once without it.
+CONTROLLED_ATTACKS = ["reads-hidden-set", "reads-an-earlier-run", "scans-for-csv", "opens-socket",
+                      "writes-outside-its-folder", "edits-the-gradebook", "steals-another-students-model",
+                      "plants-links-for-the-grader"]
+
+
+def test_the_attacks_succeed_without_the_sandbox(tiny_parameters, tiny_data_dir, tiny_model_dir, tmp_path):
+    """The negative control: with the sandbox off, each attack reaches what it aims at (throwaway
+    copies here), so the corpus's green verdicts mean the sandbox stopped them."""
+    listener = Listener()
+    hidden_set = tmp_path / "data" / "test.csv"
+    hidden_set.parent.mkdir()
+    shutil.copy(tiny_data_dir / "test.csv", hidden_set)
+    targets = Targets(output_dir=tmp_path / "out", hidden_set=hidden_set, outside=tmp_path / "outside",
+                      port=listener.port, home=tmp_path / "home", repository=tmp_path / "repository",
+                      earlier_run=tmp_path / "build" / "earlier" / ".grader" / "hidden-set.json")
+    for folder in (targets.outside, targets.home, targets.repository):
+        folder.mkdir()
+    plant_targets(targets, tiny_model_dir)
+    folder = write_scenarios(tmp_path / "submissions", CONTROLLED_ATTACKS, targets)
+    with pytest.warns(UserWarning, match="WITHOUT a sandbox"):
+        batch = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, targets.output_dir, jobs=2,
+                                                  hidden_set=hidden_set, sandbox="off", keep_work=True),
+                                  progress=False)
+    listener.socket.close()
+    results = {result.student_id: result for result in batch.results}
+    for attack in ("reads-hidden-set", "reads-an-earlier-run", "edits-the-gradebook", "steals-another-students-model"):
+        assert results[attack].errors == [], (attack, results[attack].errors)
+    assert [error.ename for error in results["scans-for-csv"].errors] == ["AssertionError"]   # it found them
+    assert listener.connections
+    assert all(path.exists() for path in targets.writes_attempted), targets.writes_attempted
+    planted = targets.output_dir / "work" / "plants-links-for-the-grader"
+    assert [os.readlink(planted / name) for name in ("verify-request.json", "verify-result.json", "submission.ipynb")] \
+        == [str(victim) for victim in targets.victims]
