@@ -37,7 +37,7 @@ from .hidden import load_hidden_set, write_hidden_set
 from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission, threads_per_job
 from .report import OutputFolder, write_atomic
 from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
-from .sandbox import SandboxPlan, plan_sandbox
+from .sandbox import SandboxPlan, bubblewrap_flags, plan_sandbox
 from .submissions import Submission, discover
 
 HIDDEN_SET_FILE = "hidden-set.json"   # in the output folder's private part, which no kernel sees
@@ -169,7 +169,8 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
     with output_folder_lock(out):
         # Drawn even when all could resume: an earlier result stands only if measured on this very sample.
         hidden_file = draw_hidden_set(out, options) if options.execute and discovery.submissions else None
-        settings = run_settings(options, file_digest(hidden_file) if hidden_file else "")
+        sandboxed = options.execute and options.sandbox != "off" and bubblewrap_flags()[0] is not None
+        settings = run_settings(options, file_digest(hidden_file) if hidden_file else "", sandboxed)
         fingerprints = {s.student_id: fingerprint(s.notebook, settings) for s in discovery.submissions}
         pending = resume(batch, out, discovery.submissions, fingerprints, options.force)
 

@@ -31,9 +31,11 @@ def file_digest(path: Path) -> str:
         return ""
 
 
-def run_settings(options, hidden_set_digest: str) -> str:
-    """Everything in a batch's options that can change a grade, as canonical JSON."""
+def run_settings(options, hidden_set_digest: str, sandboxed: bool) -> str:
+    """Everything in a batch's options that can change a grade, as canonical JSON. ``sandboxed``: whether
+    notebooks run confined, so that a grade made without the sandbox does not outlive its installation."""
     return json.dumps({
+        "sandboxed": sandboxed,
         "rubric": asdict(options.rubric), "hidden_set": hidden_set_digest, "parameters": options.parameters,
         "execute": options.execute, "time_limit_s": float(options.time_limit_s),   # --timeout 150 is the API's 150
         "verify_time_limit_s": float(options.verify_time_limit_s), "max_output_bytes": options.max_output_bytes,

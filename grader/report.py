@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 
-from .results import GradeResult
+from .results import RETRIED, GradeResult
 from .rubric import CHECKS, Rubric
 
 GRADEBOOK = "gradebook.csv"
@@ -113,8 +113,9 @@ def canvas_csv(results: list[GradeResult], assignment: str = CANVAS_ASSIGNMENT) 
     writer = csv.writer(buffer)
     writer.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", assignment])
     for result in sorted(results, key=lambda r: r.student_id):
-        writer.writerow([csv_text(result.display_name), csv_text(result.canvas_user_id), "", "", "",
-                         f"{result.total:g}"])
+        # A student the grader could not grade (interrupted, grader error) gets no score, not a 0.
+        score = "" if result.status in RETRIED else f"{result.total:g}"
+        writer.writerow([csv_text(result.display_name), csv_text(result.canvas_user_id), "", "", "", score])
     return buffer.getvalue()
 
 

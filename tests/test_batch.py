@@ -27,8 +27,8 @@ def fake_grade(submission, *args, **kwargs):
 
 def hidden_options(tiny_data_dir, output_dir, **overrides):
     """Options of a run that executes notebooks (with grade_submission faked, none runs)."""
-    return GradingOptions(output_dir=output_dir, hidden_set=tiny_data_dir / "test.csv", hidden_size=50,
-                          sandbox="off", **overrides)
+    settings = dict(output_dir=output_dir, hidden_set=tiny_data_dir / "test.csv", hidden_size=50, sandbox="off")
+    return GradingOptions(**{**settings, **overrides})
 
 
 def test_parallel_jobs_get_one_gpu_each(tmp_path, monkeypatch):
@@ -212,3 +212,14 @@ def test_an_unreadable_seed_file_is_a_usage_error(tmp_path, tiny_data_dir):
     (tmp_path / "out" / ".grader" / "hidden-seed").write_text("not a number")
     with pytest.raises(UsageError, match="hidden-seed"):
         grade_submissions(folder, hidden_options(tiny_data_dir, tmp_path / "out"), progress=False)
+
+
+def test_a_grade_made_without_the_sandbox_is_regraded_once_it_can_run(tmp_path, tiny_data_dir, monkeypatch,
+                                                                       sandbox_flags):
+    folder = write_notebooks(tmp_path / "subs", ["ann"])
+    monkeypatch.setattr(batch_module, "grade_submission", fake_grade)
+    with pytest.warns(UserWarning, match="WITHOUT a sandbox"):
+        grade_submissions(folder, hidden_options(tiny_data_dir, tmp_path / "out", sandbox="off"), progress=False)
+    again = grade_submissions(folder, hidden_options(tiny_data_dir, tmp_path / "out", force=False, sandbox="require"),
+                              progress=False)
+    assert again.graded_now == ["ann"] and again.resumed == []

@@ -59,3 +59,14 @@ def test_the_summary_cannot_drive_the_terminal():
     assert "\x1b" not in text and "\r" not in text and "\x07" not in text and "\u202e" not in text
     assert "\\x1b[2J\\x1b]0;owned\\x07" in text and "bad\\x1b]0;title\\x07\\rline\\u202eevil" in text
     assert "skipped sub/\\x1b[31mred.ipynb: a hidden file\\r" in text
+
+
+def test_the_canvas_import_leaves_students_who_were_not_graded_blank():
+    from grader.report import canvas_csv
+    from grader.results import GRADER_ERROR, INTERRUPTED, GradeResult
+
+    results = [GradeResult("1", "a.ipynb", display_name="ann", canvas_user_id="1", status=INTERRUPTED),
+               GradeResult("2", "b.ipynb", display_name="bob", canvas_user_id="2", status=GRADER_ERROR),
+               GradeResult("3", "c.ipynb", display_name="cy", canvas_user_id="3", status="not gradable")]
+    rows = list(csv.reader(io.StringIO(canvas_csv(results))))[1:]
+    assert [row[-1] for row in rows] == ["", "", "0"]
