@@ -53,6 +53,5 @@ def load_hidden_set(source: str | Path | None, size: int, seed: int) -> list[dic
 
 
 def write_hidden_set(rows: list[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows), encoding="utf-8")
-    return path
+    from .report import write_atomic
+    return write_atomic(path, json.dumps(rows))

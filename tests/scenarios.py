@@ -278,7 +278,8 @@ ATTACK_EXPECTED = {
     "steals-another-students-model": _expect(fails=FLAT, reason="FileNotFoundError"),
     # Refused as outside the student's folder (the model check does not see the other folder either).
     "links-to-another-students-model": _expect(fails=FLAT - {"ran_to_end"}, reason="outside|does not exist"),
-    "save-dir-is-the-course-model": _expect(fails=FLAT - {"ran_to_end"}, reason="outside"),
+    # Outside the student's folder: refused, and not even there for the model check's sandbox.
+    "save-dir-is-the-course-model": _expect(fails=FLAT - {"ran_to_end"}, reason="outside|does not exist"),
     "pickle-payload": _expect(fails=FLAT - {"ran_to_end"}, reason="pickle"),
     # Predictions and metrics typed by hand, no model: only running and having no TODO earn points.
     "hand-typed-contract": _expect(fails=FLAT - {"ran_to_end"}, reason="no saved model"),

@@ -77,6 +77,7 @@ def plant_targets(targets: Targets, tiny_model_dir: Path) -> None:
     targets.earlier_run.parent.mkdir(parents=True, exist_ok=True)
     targets.earlier_run.write_text('[{"text": "an earlier run\'s hidden review", "label": 1}]')
     shutil.copytree(tiny_model_dir, targets.other_model, dirs_exist_ok=True)
+    (targets.output_dir / "results").mkdir(parents=True, exist_ok=True)
     for victim in targets.victims:
         victim.write_text("the instructor's file")
 
@@ -156,7 +157,8 @@ def test_nothing_is_lost_and_every_student_has_feedback(mixed_batch):
         assert (output_dir / "feedback" / f"{student}.html").is_file()
         assert json.loads((output_dir / "results" / f"{student}.json").read_text())["student_id"] == student
     assert (output_dir / "executed" / "passes.ipynb").is_file()
-    assert not (output_dir / "work").exists() or not any((output_dir / "work").iterdir())
+    # Each student's working folder is removed once graded; the planted decoy of another student stays.
+    assert sorted(path.name for path in (output_dir / "work").iterdir()) == ["another-student"]
 
 
 def test_the_reasons_students_read(mixed_batch):
