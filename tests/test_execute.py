@@ -1,4 +1,7 @@
 """Headless execution facts, on notebooks of a few lines (a kernel start each, no model)."""
+import subprocess
+import sys
+
 import nbformat
 
 from grader.execute import execute_notebook
@@ -40,3 +43,20 @@ def test_output_is_capped(tmp_path):
 def test_the_kernel_runs_in_the_working_folder(tmp_path):
     execution = execute_notebook(notebook("open('made-here.txt', 'w').write('x')"), tmp_path, time_limit_s=60)
     assert execution.completed and (tmp_path / "made-here.txt").is_file()
+
+
+def test_a_kernel_that_never_starts_leaves_no_atexit_traceback(tmp_path):
+    """nbclient registers an atexit clean-up that fails loudly once a start has failed; the grader drops it."""
+    script = (
+        "import nbformat\n"
+        "from grader.execute import execute_notebook\n"
+        "from grader.sandbox import SandboxPlan\n"
+        "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('1')])\n"
+        "try:\n"
+        f"    execute_notebook(nb, {str(tmp_path)!r}, time_limit_s=60,\n"
+        "                     sandbox=SandboxPlan(('--no-such-bubblewrap-flag',)))\n"
+        "except Exception as error:\n"
+        "    print('start failed:', type(error).__name__)\n")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "start failed" in completed.stdout, completed.stderr[-2000:]
+    assert "AssertionError" not in completed.stderr and "atexit" not in completed.stderr, completed.stderr[-2000:]
