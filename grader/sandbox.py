@@ -198,13 +198,28 @@ def hiding_mounts(exposed: list[Path], hidden: list[Path]) -> tuple[list[str], l
     return args, emptied
 
 
+def alias_links(given: list[Path], exposed: list[Path]) -> list[str]:
+    """A path named through a link (``/data`` -> ``/mnt/disk/data``) is bound at its real place; the name
+    the notebook uses becomes a link to it inside, so what is hidden in the real folder stays hidden."""
+    args, done = [], set()
+    for path in given:
+        if path is None or not os.path.exists(path):
+            continue
+        alias, real = Path(os.path.abspath(path)), Path(os.path.realpath(path))
+        if alias != real and alias not in done and not _under(alias, exposed):
+            args += ["--symlink", str(real), str(alias)]
+            done.add(alias)
+    return args
+
+
 def sandbox_prefix(plan: "SandboxPlan", readable: list[Path], writable: list[Path], shm_bytes: int,
                    gpus: list[str] | None = None, tmpdir: Path | None = None,
                    placed: dict[str, Path] | None = None) -> list[str]:
     """bubblewrap's arguments, deny by default: the system, Python, the grader's package and ``readable``
     read-only; ``writable`` and ``tmpdir`` (as /tmp, else a small tmpfs) writable; ``placed`` files
     read-only at the paths given inside; nothing else exists inside."""
-    readable = _outermost(_existing([*python_paths(), *readable]))
+    given = [*python_paths(), *readable]
+    readable = _outermost(_existing(given))
     args = ["bwrap", *system_mounts(), "--proc", "/proc", "--dev", "/dev", "--size", str(shm_bytes),
             "--tmpfs", "/dev/shm"]
     for device in gpu_devices(gpus):
@@ -220,6 +235,7 @@ def sandbox_prefix(plan: "SandboxPlan", readable: list[Path], writable: list[Pat
     args += hide
     for path in writable:
         args += ["--bind", str(path), str(path)]
+    args += alias_links(given, [*map(Path, SYSTEM_PATHS), *readable, *writable])
     for inside, outside in (placed or {}).items():
         args += ["--ro-bind", str(outside), inside]
     for path in ["/", "/dev", *map(str, emptied)]:
@@ -319,7 +335,9 @@ def plan_sandbox(mode: str, hidden, parameters: dict) -> SandboxPlan:
                 warnings.warn("the notebooks will load their data from the Hugging Face Hub, but sandboxed kernels "
                               "have no network: pass local copies with -p LOCAL_DATA_DIR=... -p MODEL_NAME=...",
                               SandboxWithoutNetworkWarning, stacklevel=2)
-            return SandboxPlan(tuple(flags), tuple(_existing(hidden)), tuple(_existing(readable)))
+            # Kept as named (not resolved): the notebook uses these names, which may go through links.
+            named = [Path(os.path.abspath(path)) for path in readable]
+            return SandboxPlan(tuple(flags), tuple(_existing(hidden)), tuple(dict.fromkeys(named)))
         if mode == "require":
             raise SandboxUnavailable(f"--sandbox require, but {problem}")
     warnings.warn(f"student notebooks will run WITHOUT a sandbox: {problem}. Their code can read and change "

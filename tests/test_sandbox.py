@@ -237,3 +237,20 @@ def test_an_error_of_200_mb_is_cut_everywhere(tmp_path):
     assert error.ename == "ValueError" and "more characters cut by the grader" in error.evalue
     assert len(error.evalue) < 3_000 and len(error.traceback) < 25_000
     assert len(nbformat.writes(execution.notebook)) < 100_000
+
+
+def test_a_folder_named_through_a_link_is_there_by_that_name_with_its_hidden_file_still_hidden(tmp_path,
+                                                                                                sandbox_flags):
+    real = tmp_path / "disk" / "amazon"
+    real.mkdir(parents=True)
+    (real / "train.csv").write_text("label,title,content\n0,bad,bad\n")
+    (real / "test.csv").write_text("label,title,content\n1,secret,secret\n")
+    (tmp_path / "data").symlink_to(tmp_path / "disk")
+    named = tmp_path / "data" / "amazon"        # what the instructor passed, as the notebook will use it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = plan_sandbox("require", hidden=[named / "test.csv"], parameters={"LOCAL_DATA_DIR": str(named)})
+    execution, printed = run_cells([f"print(open({str(named / 'train.csv')!r}).read().count('bad'))",
+                                    f"open({str(named / 'test.csv')!r})"], tmp_path / "work", plan)
+    assert printed[0].strip() == "2"
+    assert [error.ename for error in execution.errors] == ["FileNotFoundError"]

@@ -195,7 +195,7 @@ def confined_check(saved_classifier, tmp_path, sandbox_flags, limits):
 
 
 def test_the_model_check_runs_confined_and_sees_only_its_inputs(saved_classifier, tmp_path, sandbox_flags):
-    from grader.sandbox import HIDDEN_SET_INSIDE, Limits, kernel_environment
+    from grader.sandbox import HIDDEN_SET_INSIDE, SYSTEM_PATHS, Limits, kernel_environment, python_paths
     result, prefix = confined_check(saved_classifier, tmp_path, sandbox_flags, Limits())
     assert result.loaded and result.hidden_size == 10 and result.problem is None
     probe = ("import os, socket\n"
@@ -206,7 +206,9 @@ def test_the_model_check_runs_confined_and_sees_only_its_inputs(saved_classifier
     completed = subprocess.run([*prefix, sys.executable, "-c", probe], capture_output=True, text=True, env=env,
                                timeout=60)
     listing, written, network = completed.stdout.splitlines()
-    assert "'home'" not in listing and "'work'" in listing    # the student's folder's parents only
+    allowed = {"dev", "proc", "tmp", "run", *(name.strip("/") for name in SYSTEM_PATHS),
+               *(path.parts[1] for path in map(Path, [*python_paths(), saved_classifier.parent]))}
+    assert set(eval(listing.rsplit("]", 1)[0] + "]")) <= allowed, listing
     assert listing.endswith("True None") and written == "Read-only file system" and network == "no network"
 
 
