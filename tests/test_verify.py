@@ -216,3 +216,149 @@ def test_the_model_check_is_held_to_the_memory_limit(saved_classifier, tmp_path,
     from grader.sandbox import MB, Limits
     result, _ = confined_check(saved_classifier, tmp_path, sandbox_flags, Limits(memory_bytes=60 * MB))
     assert not result.loaded and "used more than 60 MB of memory" in result.problem
+
+
+# Issue 9: the fast path (token-sized batches, bf16 where it cannot change a label) keeps every verdict.
+
+REVIEW_WORDS = ("great excellent love perfect recommend terrible awful broken waste disappointed useless the this "
+                "product book arrived it was and a for my item price quality after week use really").split()
+
+
+def varied_reviews(count: int, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(REVIEW_WORDS, k=rng.randint(1, 30))) for _ in range(count)]
+
+
+def plain_fp32(model, tokenizer, texts) -> np.ndarray:
+    """One review at a time, no padding, fp32: the reference the fast path must agree with."""
+    import torch
+
+    with torch.no_grad():
+        return np.array([torch.softmax(model(**tokenizer([text], return_tensors="pt")).logits, -1)[0].numpy()
+                         for text in texts])
+
+
+@pytest.fixture
+def confident_classifier(saved_classifier, tmp_path):
+    """The saved classifier with a head along its features' main direction, scaled so the logit gaps spread
+    like a trained model's (a few units either way): bf16 answers most reviews instead of handing them all
+    back to fp32, as it does for the random head, whose logits hardly depend on the review."""
+    import torch
+    from transformers import AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(saved_classifier).eval()
+    tokenizer = AutoTokenizer.from_pretrained(saved_classifier)
+    with torch.no_grad():
+        features = model.base_model(**tokenizer(varied_reviews(200, seed=99), padding=True,
+                                                return_tensors="pt")).pooler_output
+        centre = features.mean(0)
+        direction = torch.linalg.svd(features - centre, full_matrices=False).Vh[0]
+        scale = 4 / ((features - centre) @ direction).std()
+        model.classifier.weight.copy_(torch.stack([-direction, direction]) * scale / 2)
+        model.classifier.bias.copy_(torch.stack([centre @ direction, -(centre @ direction)]) * scale / 2)
+    folder = tmp_path / "student" / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder, model, tokenizer
+
+
+@pytest.fixture
+def bf16_everywhere(monkeypatch):
+    """bf16 as on a CPU with native bf16, whatever this machine has (elsewhere it is emulated: slower, as good)."""
+    import grader.verify as module
+    monkeypatch.setattr(module, "bf16_is_native", lambda device: True)
+    return module
+
+
+def bf16_off_by(module, model, spread: float, monkeypatch):
+    """Make the bf16 copy's logits fp32's plus noise of up to ``spread``, so that how far bf16 strays is set
+    by the test. (The tiny model's features hardly differ between reviews, so its real bf16 error is of the
+    order of its gaps, and the grader rightly answers it in fp32 throughout.)"""
+    import torch
+
+    exact_logits = module.batch_logits
+    noise = np.random.default_rng(0)
+
+    def logits(used, tokenizer, texts, batch, max_length):
+        if next(used.parameters()).dtype != torch.bfloat16:
+            return exact_logits(used, tokenizer, texts, batch, max_length)
+        answer = exact_logits(model, tokenizer, texts, batch, max_length)
+        answer[:, 0] += noise.uniform(-spread, spread, size=len(batch)).astype(np.float32)
+        return answer
+
+    monkeypatch.setattr(module, "batch_logits", logits)
+
+
+def test_the_fast_path_gives_the_labels_of_a_plain_fp32_loop(confident_classifier, bf16_everywhere, monkeypatch):
+    _, model, tokenizer = confident_classifier
+    texts = varied_reviews(96)
+    reference = plain_fp32(model, tokenizer, texts)
+    assert len(set(reference.argmax(-1))) == 2       # both labels occur: agreement means something
+    bf16_off_by(bf16_everywhere, model, 0.05, monkeypatch)
+    stats = {}
+    fast = bf16_everywhere.predict_probabilities(model, tokenizer, texts, 32, labels_only=True, stats=stats,
+                                                 threads=1)
+    # bf16 answered most reviews; fp32 the pilot and those near the boundary
+    assert stats["precision"].startswith("bf16") and stats["pilot_reviews"] < stats["fp32_reviews"] < len(texts) / 2
+    assert stats["gap_threshold"] == bf16_everywhere.BF16_MIN_GAP
+    assert (fast.argmax(-1) == reference.argmax(-1)).all()
+
+
+def test_a_model_that_bf16_disturbs_widely_is_checked_widely(confident_classifier, bf16_everywhere, monkeypatch):
+    # bf16 made far worse than it is: logits off by up to 3, more than many reviews' gaps
+    _, model, tokenizer = confident_classifier
+    texts = varied_reviews(96, seed=1)
+    reference = plain_fp32(model, tokenizer, texts)
+    gaps = np.abs(np.log(reference[:, 1]) - np.log(reference[:, 0]))
+    assert (gaps < 3).sum() > 10
+    bf16_off_by(bf16_everywhere, model, 3.0, monkeypatch)
+    stats = {}
+    fast = bf16_everywhere.predict_probabilities(model, tokenizer, texts, 32, labels_only=True, stats=stats)
+    assert stats["max_bf16_error"] > 1 and stats["gap_threshold"] > 8    # the measured error widened the check
+    assert (fast.argmax(-1) == reference.argmax(-1)).all()
+
+
+def test_an_untrained_head_is_answered_in_fp32(saved_classifier, bf16_everywhere):
+    # a random head puts every review near the boundary: bf16 would save nothing
+    from transformers import AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(saved_classifier).eval()
+    tokenizer = AutoTokenizer.from_pretrained(saved_classifier)
+    texts = varied_reviews(40, seed=2)
+    stats = {}
+    fast = bf16_everywhere.predict_probabilities(model, tokenizer, texts, 32, labels_only=True, stats=stats)
+    assert stats["precision"].startswith("fp32")
+    assert np.abs(fast - plain_fp32(model, tokenizer, texts)).max() < 1e-5
+
+
+def test_the_confidences_of_the_students_predictions_stay_fp32_exact(saved_classifier, confident_classifier,
+                                                                        bf16_everywhere, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    folder, model, tokenizer = confident_classifier
+    texts = varied_reviews(24, seed=3)
+    reference = plain_fp32(model, tokenizer, texts)
+    calls = []
+    fast_path = bf16_everywhere.predict_probabilities
+
+    def recorded(model, tokenizer, texts, max_length, *args, **options):
+        calls.append((len(texts), options.get("labels_only", False)))
+        return fast_path(model, tokenizer, texts, max_length, *args, **options)
+
+    monkeypatch.setattr(bf16_everywhere, "predict_probabilities", recorded)
+    claims = [{"text": text, "label": ("negative", "positive")[int(row.argmax())], "confidence": float(row.max())}
+              for text, row in zip(texts, reference)]
+    result = bf16_everywhere.verify(verify_request(folder, tmp_path, predictions=claims, torch_threads=1))
+    assert result.reproduced is True and result.mismatches == []
+    # bf16 may answer the hidden set's labels, never the claims, whose confidences are compared
+    assert calls == [(10, True), (len(texts), False)]
+    # and that fp32 path, in batches of any size, gives the plain loop's confidences
+    model = AutoModelForSequenceClassification.from_pretrained(saved_classifier).eval()
+    tokenizer = AutoTokenizer.from_pretrained(saved_classifier)
+    reference = plain_fp32(model, tokenizer, texts)
+    for batch_size in (None, 5):
+        again = fast_path(model, tokenizer, texts, 32, batch_size)
+        assert np.abs(again.max(-1) - reference.max(-1)).max() < 1e-5
+        assert (again.argmax(-1) == reference.argmax(-1)).all()
