@@ -362,3 +362,16 @@ def test_the_confidences_of_the_students_predictions_stay_fp32_exact(saved_class
         again = fast_path(model, tokenizer, texts, 32, batch_size)
         assert np.abs(again.max(-1) - reference.max(-1)).max() < 1e-5
         assert (again.argmax(-1) == reference.argmax(-1)).all()
+
+
+def test_batches_keep_to_the_token_budget_and_pad_little():
+    from grader.verify import BATCH_TOKENS, MAX_PADDING, token_batches
+
+    lengths = [int(length) for length in np.random.default_rng(0).integers(5, 257, size=500)]
+    for indices in (None, range(0, 500, 32)):     # the whole set; a pilot spread over all lengths
+        batches = token_batches(lengths, indices=indices)
+        assert sorted(index for batch in batches for index in batch) == sorted(indices or range(500))
+        for batch in batches:
+            padded = len(batch) * max(lengths[index] for index in batch)
+            assert padded <= BATCH_TOKENS and sum(lengths[index] for index in batch) >= (1 - MAX_PADDING) * padded
+    assert max(map(len, token_batches(lengths, batch_size=7))) == 7
