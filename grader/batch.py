@@ -76,6 +76,8 @@ def validate_options(options: GradingOptions) -> None:
         raise UsageError("--jobs must be at least 1")
     if options.time_limit_s <= 0 or options.hidden_size < 1:
         raise UsageError("the time limit and the hidden-set size must be positive")
+    if options.verify_submitted and not options.execute:
+        raise UsageError("--verify checks the submitted model; --no-execute reads saved outputs only: choose one")
     if options.hidden_set is not None and not Path(options.hidden_set).is_file():
         raise UsageError(f"the hidden evaluation set {options.hidden_set} does not exist")
 
@@ -168,13 +170,15 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
     batch = BatchResult(skipped=discovery.skipped, output_dir=out.root)
     with output_folder_lock(out):
         # Drawn even when all could resume: an earlier result stands only if measured on this very sample.
-        hidden_file = draw_hidden_set(out, options) if options.execute and discovery.submissions else None
-        sandboxed = options.execute and options.sandbox != "off" and bubblewrap_flags()[0] is not None
+        measures = options.execute or options.verify_submitted   # a model is measured on the hidden set
+        hidden_file = draw_hidden_set(out, options) if measures and discovery.submissions else None
+        sandboxed = measures and options.sandbox != "off" and bubblewrap_flags()[0] is not None
         settings = run_settings(options, file_digest(hidden_file) if hidden_file else "", sandboxed)
-        fingerprints = {s.student_id: fingerprint(s.notebook, settings) for s in discovery.submissions}
+        fingerprints = {s.student_id: fingerprint(s.notebook, settings, s.model if options.verify_submitted else None)
+                        for s in discovery.submissions}
         pending = resume(batch, out, discovery.submissions, fingerprints, options.force)
 
-        if pending and options.execute:
+        if pending and measures:
             # Invisible to every kernel: other students' work and results, their notebooks, the answer
             # key and the hidden set (its file, and the grader's copy under the output folder).
             batch.sandbox = plan_sandbox(options.sandbox, parameters=options.parameters,

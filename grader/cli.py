@@ -80,6 +80,11 @@ def grading_parser() -> argparse.ArgumentParser:
                         help="override a variable of the notebook's parameters cell (repeatable)")
     parser.add_argument("--params-file", type=Path, help="JSON object of parameter overrides")
     parser.add_argument("--rubric", type=Path, help="rubric TOML (default: the course's, grader/rubric.toml)")
+    parser.add_argument("--verify", action="store_true",
+                        help="grade the model each student submitted with their executed notebook (a model folder, "
+                             "a zip, or a Hub commit) without re-running the notebook: its saved outputs are read, "
+                             "the model is loaded confined, measured on the hidden set and must reproduce the "
+                             "notebook's predictions")
     parser.add_argument("--no-execute", action="store_true",
                         help="grade from the outputs saved in each notebook, without running it (unverified)")
     parser.add_argument("--force", action="store_true", help="regrade students who already have a result")
@@ -99,7 +104,7 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
     return GradingOptions(output_dir=args.output, hidden_set=args.hidden_set, hidden_size=args.hidden_size,
                           hidden_seed=args.hidden_seed,
                           time_limit_s=args.timeout, jobs=args.jobs, parameters=parameters,
-                          execute=not args.no_execute, force=args.force, keep_work=args.keep_work,
+                          execute=not args.no_execute, verify_submitted=args.verify, force=args.force, keep_work=args.keep_work,
                           rubric=load_rubric(args.rubric), sandbox=args.sandbox, max_output_bytes=args.max_output,
                           limits=Limits(memory_bytes=args.memory_limit, max_processes=args.max_processes,
                                         max_file_bytes=args.max_file_size, disk_bytes=args.disk_limit))

@@ -37,13 +37,24 @@ def run_settings(options, hidden_set_digest: str, sandboxed: bool) -> str:
     return json.dumps({
         "sandboxed": sandboxed,
         "rubric": asdict(options.rubric), "hidden_set": hidden_set_digest, "parameters": options.parameters,
-        "execute": options.execute, "time_limit_s": float(options.time_limit_s),   # --timeout 150 is the API's 150
+        "execute": options.execute, "verify_submitted": options.verify_submitted, "time_limit_s": float(options.time_limit_s),   # --timeout 150 is the API's 150
         "verify_time_limit_s": float(options.verify_time_limit_s), "max_output_bytes": options.max_output_bytes,
         "limits": asdict(options.limits), "max_length": options.max_length, "kernel_name": options.kernel_name,
         "grader": grader_version(),
     }, sort_keys=True, default=str)
 
 
-def fingerprint(notebook: Path, settings: str) -> str:
-    """The fingerprint of one student's grade under ``settings`` (``run_settings``)."""
-    return hashlib.sha256(f"{file_digest(notebook)}\n{settings}".encode()).hexdigest()
+def model_digest(model: Path | None) -> str:
+    """sha256 over a submitted model: a zip's or submission.json's bytes, or a folder's files by name."""
+    if model is None:
+        return ""
+    if model.is_dir() and not model.is_symlink():
+        files = sorted(path for path in model.iterdir() if path.is_file() and not path.is_symlink())
+        return hashlib.sha256("".join(f"{path.name}\0{file_digest(path)}\n" for path in files).encode()).hexdigest()
+    return file_digest(model)
+
+
+def fingerprint(notebook: Path, settings: str, model: Path | None = None) -> str:
+    """The fingerprint of one student's grade under ``settings`` (``run_settings``); in verify mode the
+    submitted model counts too."""
+    return hashlib.sha256(f"{file_digest(notebook)}\n{model_digest(model)}\n{settings}".encode()).hexdigest()

@@ -8,6 +8,9 @@
 6. verify              in another process: load SAVE_DIR (safetensors) and measure it
 7. score               the rubric
 
+``grade --verify`` runs another pipeline over the same steps 1, 6 and 7: the notebook is not run;
+its saved outputs and the model submitted with it are checked (``grader.submitted``).
+
 A student's problem at any step becomes their result with a reason; it never raises.
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .rubric import Rubric, check, disagrees, load_rubric, no_todo_check, notebo
 from .sandbox import HIDDEN_SET_INSIDE, MB, Limits, SandboxPlan, verifier_prefix
 from .submissions import Submission
 from .verify import Verification, verify_in_subprocess
+from . import submitted
 
 MAX_NOTEBOOK_BYTES = 50_000_000
 INTERRUPTED_REASON = "the grading run was interrupted before this notebook was graded; a rerun grades it"
@@ -53,6 +57,7 @@ class GradingOptions:
     jobs: int = 1
     parameters: dict = field(default_factory=dict)
     execute: bool = True                  # False: judge from the outputs saved in the notebook
+    verify_submitted: bool = False        # True: check the saved outputs and the submitted model, run nothing
     force: bool = False                   # regrade students who already have a result
     keep_work: bool = False               # keep each student's working folder (models, checkpoints)
     rubric: Rubric = field(default_factory=load_rubric)
@@ -172,9 +177,9 @@ def reload_check(rubric: Rubric, verification: Verification):
     return check(rubric, "reload", True, "the saved model loads and reproduces every prediction")
 
 
-def score(result: GradeResult, nb, execution: Execution, contract: Contract, verification: Verification,
+def score(result: GradeResult, nb, ran: tuple[bool, str], contract: Contract, verification: Verification,
           rubric: Rubric) -> None:
-    ran, ran_message = run_check(result, execution)
+    ran, ran_message = ran
     result.checks = [
         check(rubric, "ran_to_end", ran, ran_message),
         no_todo_check(rubric, nb),
@@ -201,6 +206,35 @@ def stop_reason(execution: Execution) -> str:
     return ""
 
 
+def grade_submitted_model(result: GradeResult, submission: Submission, nb, options: GradingOptions,
+                          hidden_set_file: Path, workdir: Path, env: dict | None, sandbox: SandboxPlan,
+                          cancellation: Cancellation | None) -> None:
+    """Verify mode: the saved outputs and the submitted model, checked as execute mode checks a run."""
+    result.mode = submitted.VERIFY_MODE
+    contract = submitted.saved_contract(nb)
+    result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems
+    ran, ran_message, result.errors = submitted.ran_in_order(nb)
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    model_dir = workdir / "model"
+    try:
+        contract.save_dir = str(model_dir)
+        source = submitted.stage_model(submission.model, contract, model_dir, options.limits)
+        verification = verify(contract, workdir, hidden_set_file, options, env, sandbox, cancellation)
+        verification.model_source = source
+        mismatch = verification.loaded and submitted.weights_mismatch(contract, model_dir)
+        if mismatch:
+            verification.reproduced = False
+            verification.mismatches.insert(0, mismatch)
+    except submitted.ModelNotStaged as problem:
+        verification = Verification(problem=str(problem))
+    if cancellation is not None and cancellation.cancelled:
+        result.status, result.reason = INTERRUPTED, INTERRUPTED_REASON
+        return
+    result.verification = verification
+    score(result, nb, (ran, ran_message), contract, verification, options.rubric)
+
+
 def grade_submission(submission: Submission, options: GradingOptions, hidden_set_file: Path,
                      workdir: Path, env: dict | None = None,
                      sandbox: SandboxPlan = SandboxPlan(flags=None), cancellation: Cancellation | None = None,
@@ -215,6 +249,10 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
     workdir = Path(os.path.abspath(workdir))   # the sandbox, the kernel and the model check take it as given
     try:
         nb = read_submission(submission.notebook)
+        if options.verify_submitted:
+            grade_submitted_model(result, submission, nb, options, hidden_set_file, workdir, env, sandbox,
+                                  cancellation)
+            return result, None
         if not options.execute:
             from .saved_outputs import grade_saved_outputs
             grade_saved_outputs(result, nb, options.rubric)
@@ -231,7 +269,7 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
         contract = read_contract(execution.notebook)
         result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems
         result.verification = verify(contract, workdir, hidden_set_file, options, env, sandbox, cancellation)
-        score(result, nb, execution, contract, result.verification, options.rubric)
+        score(result, nb, run_check(result, execution), contract, result.verification, options.rubric)
         return result, execution.notebook
     except GraderError as error:  # a notebook that cannot be graded at all
         result.status, result.reason = NOT_GRADABLE, str(error)

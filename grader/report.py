@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 
-from .results import RETRIED, GradeResult
+from .results import VERIFY_MODE, RETRIED, GradeResult
 from .rubric import CHECKS, Rubric
 
 GRADEBOOK = "gradebook.csv"
@@ -139,6 +139,12 @@ def feedback_html(result: GradeResult, rubric: Rubric) -> str:
     if not result.verified:
         parts.append("<p class='note'>Graded from the outputs saved in your notebook, without running it: "
                      "these results are unverified.</p>")
+    if result.mode == VERIFY_MODE:
+        source = result.verification.model_source if result.verification else ""
+        parts.append("<p class='note'>Your notebook was <b>not re-run</b>: the grader read its saved outputs, then "
+                     "loaded the model you submitted" + (f" ({esc(source)})" if source else "") +
+                     ", measured it on reviews you have never seen, and checked that it makes your notebook's "
+                     "predictions.</p>")
     if result.checks:
         parts.append("<h2>Checks</h2><table><tr><th>check</th><th>result</th><th>points</th><th>why</th></tr>")
         for c in result.checks:

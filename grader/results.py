@@ -10,6 +10,7 @@ from .verify import Verification
 GRADED = "graded"           # the pipeline ran to its end; the checks say how the student did
 NOT_GRADABLE = "not gradable"  # the file could not be graded at all (not a notebook, ...)
 GRADER_ERROR = "grader error"  # the grader itself failed on this submission; a rerun retries it
+EXECUTE_MODE, VERIFY_MODE, SAVED_OUTPUTS_MODE = "execute", "verify", "saved outputs"   # how it was graded
 INTERRUPTED = "not graded (interrupted)"  # the run was stopped (Ctrl-C) before this student's grade; a rerun retries it
 RETRIED = (GRADER_ERROR, INTERRUPTED)    # not grades: a rerun grades these students again
 
@@ -23,6 +24,7 @@ class GradeResult:
     status: str = GRADED
     reason: str = ""               # why the run stopped early, or why it could not be graded
     verified: bool = True          # False with --no-execute: judged from the notebook's saved outputs
+    mode: str = EXECUTE_MODE       # run here (execute), submitted model checked (verify), or saved outputs only
     checks: list[CheckResult] = field(default_factory=list)
     reported_metrics: dict[str, float] = field(default_factory=dict)
     contract_problems: list[str] = field(default_factory=list)

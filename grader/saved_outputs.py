@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from .execute import cell_errors
-from .results import GradeResult
+from .results import SAVED_OUTPUTS_MODE, GradeResult
 from .rubric import Rubric, check, no_todo_check, notebook_errors
 
 SELF_CHECK_CELLS = {"accuracy": "check-accuracy", "f1": "check-f1", "predictions": "check-predictions",
@@ -23,7 +23,7 @@ def _stdout(cell) -> str:
 
 
 def grade_saved_outputs(result: GradeResult, nb, rubric: Rubric) -> None:
-    result.verified = False
+    result.verified, result.mode = False, SAVED_OUTPUTS_MODE
     cells = {cell.get("id"): cell for cell in nb.cells if cell.cell_type == "code"}
     result.errors = cell_errors(nb)
     unexecuted = sum(1 for cell in cells.values() if cell.get("execution_count") is None and cell.source.strip())

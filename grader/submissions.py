@@ -8,6 +8,11 @@ Three layouts are accepted, and may be mixed:
   Canvas user id, and of several resubmissions (``-1``, ``-2``) the newest is kept.
 Only Canvas files of one user id are resubmissions: two other files are two students, whose ids
 never coincide. Anything else is listed as skipped with a reason, never fatal.
+
+Each notebook is paired with the model submitted beside it, for ``grade --verify``: in a student's
+folder, a model folder (holding ``config.json``), a zip or a ``submission.json``; among Canvas files,
+the zip or ``submission.json`` of the same user id; among plain notebooks, a zip named like the
+notebook (``alice.ipynb`` and ``alice-model.zip``). The newest is taken when there are several.
 """
 from __future__ import annotations
 
@@ -28,6 +33,9 @@ MAX_ID_BYTES = 100        # well under the 255 bytes of a file name, with room f
 HASH_DIGITS = 8
 # Not submissions: Jupyter's autosaved copies, and the resource forks macOS adds to a zip.
 NEVER_SUBMISSIONS = {".ipynb_checkpoints", "__MACOSX"}
+CANVAS_FILE = re.compile(r"^(?:[^\W_]|-)+?(?:_late)?_(?P<user_id>\d+)_\d+_(?P<file>.+?)(?:-(?P<attempt>\d+))?"
+                         r"\.(?P<suffix>zip|json)$", re.IGNORECASE)
+SUBMISSION_FILE = "submission.json"
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class Submission:
     display_name: str = ""
     canvas_user_id: str = ""
     attempt: int = 0
+    model: Path | None = None  # the model submitted with the notebook: a folder, a zip or a submission.json
 
 
 @dataclass
@@ -94,7 +103,47 @@ def _from_folder(folder: Path, discovery: Discovery) -> Submission | None:
     for other in notebooks:
         if other != chosen:
             discovery.skipped.append((str(other), f"the newer {chosen.name} was graded for {folder.name}"))
-    return Submission(student_id=safe_id(folder.name), notebook=chosen, display_name=readable_name(folder.name))
+    return Submission(student_id=safe_id(folder.name), notebook=chosen, display_name=readable_name(folder.name),
+                      model=_model_in_folder(chosen.parent))
+
+
+def _is_model_candidate(entry: Path) -> bool:
+    if entry.name.startswith("."):
+        return False
+    if entry.is_dir():
+        return (entry / "config.json").exists() or (entry / "config.json").is_symlink()
+    return entry.suffix.lower() == ".zip" or entry.name.lower() == SUBMISSION_FILE
+
+
+def _newest(paths: list[Path]) -> Path | None:
+    """A model (a folder or a zip) before a ``submission.json`` that names one on the Hub; then the newest."""
+    return max(paths, key=lambda p: (p.name.lower() != SUBMISSION_FILE, p.lstat().st_mtime, p.name), default=None)
+
+
+def _model_in_folder(folder: Path) -> Path | None:
+    return _newest([entry for entry in folder.iterdir() if _is_model_candidate(entry)])
+
+
+def _pair_models(found: list[Submission], files: list[Path]) -> tuple[list[Submission], set[Path]]:
+    """Each flat notebook with the zip or submission.json beside it: the same Canvas user id, or (plain
+    files) a name that starts with the notebook's; returns the submissions and the files paired."""
+    paired, used = [], set()
+    for submission in found:
+        if submission.model is not None:
+            paired.append(submission)
+            continue
+        if submission.canvas_user_id:
+            matches = [f for f in files if (m := CANVAS_FILE.match(unicodedata.normalize("NFC", f.name)))
+                       and m["user_id"] == submission.canvas_user_id]
+        else:
+            stem = submission.notebook.stem
+            matches = [f for f in files if f.suffix.lower() == ".zip" and f.name.startswith(stem)
+                       and not any(o.notebook.stem.startswith(stem) and len(o.notebook.stem) > len(stem)
+                                   and f.name.startswith(o.notebook.stem) for o in found)]
+        model = _newest(matches)
+        used.update(matches)
+        paired.append(replace(submission, model=model))
+    return paired, used
 
 
 def _holds_a_notebook(entry: Path) -> bool:
@@ -163,6 +212,9 @@ def discover(folder: Path) -> Discovery:
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder of submissions")
     discovery = Discovery()
-    found = [submission for entry in sorted(folder.iterdir()) if (submission := _from_entry(entry, discovery))]
+    entries = sorted(folder.iterdir())
+    found = [submission for entry in entries if (submission := _from_entry(entry, discovery))]
+    found, paired = _pair_models(found, [e for e in entries if e.is_file() and _is_model_candidate(e)])
+    discovery.skipped = [(path, reason) for path, reason in discovery.skipped if Path(path) not in paired]
     discovery.submissions = sorted(_distinct_ids(_newest_attempts(found, discovery)), key=lambda s: s.student_id)
     return discovery

@@ -59,6 +59,7 @@ class Verification:
     reproduced: bool | None = None
     mismatches: list[str] = field(default_factory=list)
     reviews_per_s: float | None = None
+    model_source: str = ""         # verify mode: the zip, folder or Hub commit the model came from
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -481,8 +482,9 @@ def verify(request: dict) -> Verification:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
+        # fp32 whatever the file holds: a model submitted in half precision is measured as the notebook used it
         model = AutoModelForSequenceClassification.from_pretrained(
-            save_dir, use_safetensors=True, trust_remote_code=False, local_files_only=True)
+            save_dir, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(save_dir, trust_remote_code=False, local_files_only=True)
     except Exception as error:  # any failure to load is the student's result, not a grader crash
         result.problem = f"the saved model does not load: {type(error).__name__}: {error}"[:500]
