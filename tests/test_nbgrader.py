@@ -27,10 +27,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.build import ANSWER_KEY, STUB, build_template
-
 pytest.importorskip("nbgrader", reason="nbgrader is not installed")
 from nbgrader.api import Gradebook  # noqa: E402
+
+from grader.build import ANSWER_KEY, STUB, build_template  # noqa: E402
+from grader.submissions import discover  # noqa: E402
 
 ASSIGNMENT = "finetune"
 NOTEBOOK = "MLB_Project_FineTuning"   # the name students see; nbgrader keys submissions by it
@@ -158,3 +159,12 @@ def test_the_blank_release_scores_zero_on_every_check(course):
     assert errors_of(cells["combine-text"]) == first_error
     assert all(errors_of(cells[check]) for check in CHECKS)
 
+
+
+def test_the_kits_grade_reads_nbgraders_submitted_folder(course):
+    """`grade submitted/` finds one notebook per student in nbgrader's layout (the README says so)."""
+    course, _ = course
+    found = discover(course / "submitted")
+    assert found.skipped == []
+    assert {s.student_id: s.notebook for s in found.submissions} == {
+        student: course / "submitted" / student / ASSIGNMENT / f"{NOTEBOOK}.ipynb" for student in ("blank", "solved")}
