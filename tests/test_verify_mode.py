@@ -21,6 +21,7 @@ from grader import GradingOptions, grade_submissions
 from grader.results import VERIFY_MODE
 from grader.sandbox import GB, MB, Limits
 from grader.submitted import ModelNotStaged, saved_contract, stage_model
+from scenarios import EDITS, write_scenarios
 
 TEST_LIMITS = Limits(memory_bytes=3 * GB, max_processes=64, max_file_bytes=256 * MB, disk_bytes=1 * GB)
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -32,22 +33,51 @@ def grading_options(tiny_parameters, tiny_data_dir, output_dir, **overrides):
     return GradingOptions(**{**settings, **overrides})
 
 
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory, tiny_parameters, tiny_data_dir):
-    """The answer key run by `grade` (execute mode), with what it left: the executed notebook, its
-    outputs folder (sentiment-model/, sentiment-model.zip) and execute mode's result."""
-    from grader.build import ANSWER_KEY
+# The fixture scenarios verify mode applies to: all the answer key's edits but the time limit's
+# (a notebook stopped by the grader has no saved outputs of a student's own run to verify).
+VERIFY_SCENARIOS = sorted(set(EDITS) - {"infinite-loop"}) + ["todo-left"]
 
+
+@pytest.fixture(scope="module")
+def executed_scenarios(tmp_path_factory, tiny_parameters, tiny_data_dir):
+    """The scenarios run by `grade` in execute mode (tiny model, --keep-work), with what each left:
+    the executed notebook, its outputs folder (sentiment-model/, sentiment-model.zip) and its result."""
     root = tmp_path_factory.mktemp("executed")
-    (root / "submissions").mkdir()
-    shutil.copy(ANSWER_KEY, root / "submissions" / "answer-key.ipynb")
+    write_scenarios(root / "submissions", VERIFY_SCENARIOS)
     batch = grade_submissions(root / "submissions", grading_options(tiny_parameters, tiny_data_dir, root / "out",
-                                                                    keep_work=True), progress=False)
-    [result] = batch.results
-    outputs = root / "out" / "work" / "answer-key" / "outputs"
+                                                                    keep_work=True, jobs=2), progress=False)
+    return {result.student_id: {"notebook": root / "out" / "executed" / f"{result.student_id}.ipynb",
+                                "outputs": root / "out" / "work" / result.student_id / "outputs", "result": result}
+            for result in batch.results}
+
+
+@pytest.fixture(scope="module")
+def executed(executed_scenarios):
+    """The answer key as run in execute mode (the ``passes`` scenario): 100 points, and a zip."""
+    passes = executed_scenarios["passes"]
+    result = passes["result"]
     assert result.total == result.max_total, [c.message for c in result.checks if not c.passed]
-    assert (outputs / "sentiment-model.zip").is_file(), sorted(os.listdir(outputs))
-    return {"notebook": root / "out" / "executed" / "answer-key.ipynb", "outputs": outputs, "result": result}
+    assert (passes["outputs"] / "sentiment-model.zip").is_file(), sorted(os.listdir(passes["outputs"]))
+    return passes
+
+
+def test_the_fixture_scenarios_get_execute_modes_verdicts(executed_scenarios, tiny_parameters, tiny_data_dir,
+                                                          tmp_path):
+    """Each scenario's executed notebook and whatever model its run left, graded without a re-run."""
+    folder = tmp_path / "submissions"
+    for name, run in executed_scenarios.items():
+        (folder / name).mkdir(parents=True)
+        shutil.copy(run["notebook"], folder / name / "project.ipynb")
+        if (run["outputs"] / "sentiment-model.zip").is_file():
+            shutil.copy(run["outputs"] / "sentiment-model.zip", folder / name)
+    results = grade_verify(folder, tiny_parameters, tiny_data_dir, tmp_path / "out")
+    assert sorted(results) == sorted(executed_scenarios) == sorted(VERIFY_SCENARIOS)
+    for name, run in executed_scenarios.items():
+        assert verdicts(results[name]) == verdicts(run["result"]), (
+            name, [c.message for c in results[name].checks], [c.message for c in run["result"].checks])
+        assert results[name].total == run["result"].total
+    assert results["passes"].total == results["passes"].max_total
+    assert not verdicts(results["no-save"])["reload"] and not verdicts(results["todo-left"])["no_todo_left"]
 
 
 def verdicts(result) -> dict[str, bool]:
