@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         batch = grade_submissions(args.submissions, options_from_args(args), progress=not args.quiet,
                                   slurm=slurm_cli.slurm_options_from_args(args))
         print_summary(batch)
+        if args.prepare_tasks:
+            print(slurm_cli.prepared_text(args.output))
         return 0
     except GraderError as error:
         print(f"grade: error: {error}", file=sys.stderr)

@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -46,7 +47,7 @@ from .errors import GraderError, UsageError
 from .fingerprint import fingerprint
 from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission
 from .report import OutputFolder, write_atomic
-from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
+from .results import GRADER_ERROR, INTERRUPTED, GradeResult
 from .rubric import Rubric
 from .sandbox import Limits, plan_sandbox
 from .submissions import Submission, discover
@@ -184,9 +185,15 @@ def grade_one(output_dir: str | Path, notebook: str | Path | None = None, index:
             try:
                 hidden = [out.root, Path(run["submissions"]), ANSWER_KEY.parent, options.hidden_set]
                 sandbox = plan_sandbox(options.sandbox, parameters=options.parameters, hidden=hidden)
-                result, executed = grade_submission(
-                    submission, options, Path(run["hidden_file"]) if run["hidden_file"] else None, workdir,
-                    job_environment(None, options.jobs), sandbox, cancellation=cancellation)
+                # In a thread of its own, as in a local batch: in the main thread nbclient takes SIGTERM and
+                # SIGINT over while the notebook runs, and a scheduler's stop would read as a dead kernel.
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    future = pool.submit(grade_submission, submission, options,
+                                         Path(run["hidden_file"]) if run["hidden_file"] else None, workdir,
+                                         job_environment(None, options.jobs), sandbox, cancellation=cancellation)
+                    while not future.done():   # the main thread stays free to run the signal handlers
+                        wait([future], timeout=0.5)
+                    result, executed = future.result()
             except Exception as error:  # the node cannot grade (no sandbox there, a bug): a result, not a crash
                 reason = f"internal grader error on {socket.gethostname()}: {type(error).__name__}: {error}"
                 result, executed = GradeResult.for_submission(submission, status=GRADER_ERROR, reason=reason), None
@@ -411,11 +418,9 @@ def grade_on_slurm(folder: Path, pending: list[Submission], fingerprints: dict[s
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and tasks_in_queue(job_id) not in (set(), None):
                 time.sleep(0.5)
+            # As in a local run: whatever a task wrote once the run was cancelled is not a grade (a kernel that
+            # scancel stopped reads as dead).
             for index, submission in list(outstanding.items()):
-                result = current_result(out, submission, fingerprints[submission.student_id])
-                if result is not None and result.status not in RETRIED:   # graded before the cancel reached it
-                    finish(index, result, save=False)
-                else:
-                    finish(index, GradeResult.for_submission(submission, status=INTERRUPTED,
-                                                             reason=INTERRUPTED_REASON), save=True)
+                finish(index, GradeResult.for_submission(submission, status=INTERRUPTED, reason=INTERRUPTED_REASON),
+                       save=True)
     return job_id

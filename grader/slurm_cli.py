@@ -43,6 +43,16 @@ def slurm_options_from_args(args: argparse.Namespace) -> SlurmOptions | None:
                         submit=not args.prepare_tasks)
 
 
+def prepared_text(output: Path) -> str:
+    """What --prepare-tasks leaves for another scheduler to run."""
+    from .report import OutputFolder
+    from .slurm import load_run
+
+    count = len(load_run(OutputFolder(output))["tasks"])
+    return (f"{count} task(s) prepared in {output / '.grader' / 'run.json'}: run `grade one --index I -o {output}` "
+            f"for I = 0..{count - 1}, then `grade collect {output}`" if count else "no student is pending")
+
+
 def one_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="grade one", description="Grade one student of the run prepared in OUTPUT (by `grade SUBMISSIONS "
