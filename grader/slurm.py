@@ -104,10 +104,12 @@ def options_from_dict(data: dict) -> GradingOptions:
 def write_run(out: OutputFolder, folder: Path, options: GradingOptions, settings: str, hidden_file: Path | None,
               pending: list[Submission], fingerprints: dict[str, str]) -> dict:
     """Describe this run in OUT/.grader/run.json; returns it. A new id, so that tasks of an earlier run stop."""
-    run = {"id": secrets.token_hex(8), "submissions": str(Path(os.path.abspath(folder))),
-           "options": options_to_dict(options), "settings": settings,
-           "hidden_file": str(hidden_file) if hidden_file else None,
-           "tasks": [{**asdict(s), "notebook": str(s.notebook), "fingerprint": fingerprints[s.student_id]}
+    absolute = lambda path: str(Path(os.path.abspath(path)))   # noqa: E731: a task may start elsewhere
+    stored = options_to_dict(options)
+    stored.update({name: absolute(stored[name]) for name in ("output_dir", "hidden_set") if stored[name]})
+    run = {"id": secrets.token_hex(8), "submissions": absolute(folder), "options": stored, "settings": settings,
+           "hidden_file": absolute(hidden_file) if hidden_file else None,
+           "tasks": [{**asdict(s), "notebook": absolute(s.notebook), "fingerprint": fingerprints[s.student_id]}
                      for s in pending]}
     write_atomic(out.private / RUN_FILE, json.dumps(run, indent=1))
     return run
@@ -257,7 +259,7 @@ def sbatch_command(run: dict, out: OutputFolder, options: GradingOptions, slurm:
         command.append(f"--gpus-per-task={slurm.gpus_per_task}")
     command += list(slurm.extra_args)
     task = [sys.executable, "-m", "grader.cli", "one", "--index", "$SLURM_ARRAY_TASK_ID", "--run", run["id"],
-            "-o", str(out.root)]
+            "-o", os.path.abspath(out.root)]
     script = "#!/bin/bash\n# one student per array task: grade one, the same command any scheduler runs\nexec " + \
              " ".join(part if part.startswith("$") else shlex.quote(part) for part in task).replace(
                  "$SLURM_ARRAY_TASK_ID", '"$SLURM_ARRAY_TASK_ID"') + "\n"

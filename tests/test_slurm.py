@@ -22,7 +22,7 @@ from grader import GradingOptions, grade_submissions
 from grader.build import ROOT
 from grader.results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE
 from grader.sandbox import GB, MB, Limits
-from grader.slurm import STOPPED_REASON, SlurmOptions, collect, options_from_dict, options_to_dict, tasks_in_queue
+from grader.slurm import STOPPED_REASON, SlurmError, SlurmOptions, collect, options_from_dict, options_to_dict, tasks_in_queue
 from scenarios import CORPUS_EXPECTED, write_scenarios
 
 SCRIPT = ROOT / "scripts" / "slurm-single-node"
@@ -143,13 +143,13 @@ def test_collect_rebuilds_the_gradebook_from_the_results(local_and_array):
     assert (array_out / "canvas-import.csv").is_file()
 
 
-def test_a_rerun_on_slurm_resumes_and_force_regrades(local_and_array, tiny_parameters, tiny_data_dir):
+def test_a_rerun_on_slurm_resumes(local_and_array, tiny_parameters, tiny_data_dir):
     folder, array_out = local_and_array["array"][:2]
-    (array_out / "results" / "todo-left.json").unlink()
+    (array_out / "results" / "not-json.json").unlink()
     again = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, array_out, force=False),
                               progress=False, slurm=SlurmOptions(**FAST))
-    assert again.graded_now == ["todo-left"]
-    assert sorted(again.resumed) == sorted(set(SCENARIOS) - {"todo-left"})
+    assert again.graded_now == ["not-json"]
+    assert sorted(again.resumed) == sorted(set(SCENARIOS) - {"not-json"})
     assert differences(gradebook_rows(array_out), gradebook_rows(local_and_array["local"][1])) == []
 
 
@@ -254,12 +254,14 @@ def test_the_options_reach_each_task_unchanged(tmp_path):
     assert options_from_dict(options_to_dict(settings)) == settings
 
 
-def test_collect_lists_a_student_whose_task_left_no_result(tmp_path, tiny_data_dir):
-    """A task that never ran (another scheduler's pod lost) is a grader error in the gradebook, not a gap."""
+def test_collect_lists_a_student_whose_task_left_no_result(tmp_path, tiny_data_dir, monkeypatch):
+    """--prepare-tasks from one folder, `grade one` from another (a pod's), `grade collect`: a task that never
+    ran (another scheduler's pod lost) is a grader error in the gradebook, not a gap."""
     folder = write_scenarios(tmp_path / "subs", ["not-json", "todo-left"])
     output_dir = tmp_path / "out"
-    grade_submissions(folder, GradingOptions(output_dir=output_dir, hidden_set=tiny_data_dir / "test.csv",
-                                             hidden_size=20, sandbox="off"),
+    monkeypatch.chdir(tmp_path)   # relative paths, as an instructor types them
+    grade_submissions(Path("subs"), GradingOptions(output_dir=Path("out"), hidden_set=tiny_data_dir / "test.csv",
+                                                   hidden_size=20, sandbox="off"),
                       progress=False, slurm=SlurmOptions(submit=False))
     assert subprocess.run([sys.executable, "-m", "grader.cli", "one", str(folder / "not-json.ipynb"),
                            "-o", str(output_dir)], cwd=ROOT, capture_output=True).returncode == 0
@@ -288,3 +290,18 @@ def test_a_task_stopped_by_its_scheduler_is_not_graded_as_a_dead_kernel(tmp_path
         flag.unlink(missing_ok=True)
     result = json.loads((output_dir / "results" / "ann.json").read_text())
     assert (result["status"], result["reason"]) == (GRADER_ERROR, STOPPED_REASON)
+
+
+def test_without_sbatch_the_run_fails_and_keeps_the_earlier_results(tmp_path, tiny_data_dir, monkeypatch):
+    """--force sets the earlier results aside for the array's tasks to replace; a refused submission puts
+    them back, and is an error of the run, not of a student."""
+    folder = write_scenarios(tmp_path / "subs", ["not-json"])
+    settings = GradingOptions(output_dir=tmp_path / "out", hidden_set=tiny_data_dir / "test.csv", hidden_size=20,
+                              sandbox="off")
+    grade_submissions(folder, settings, progress=False)
+    earlier = (tmp_path / "out" / "results" / "not-json.json").read_text()
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    settings.force = True
+    with pytest.raises(SlurmError, match="sbatch is not installed"):
+        grade_submissions(folder, settings, progress=False, slurm=SlurmOptions())
+    assert (tmp_path / "out" / "results" / "not-json.json").read_text() == earlier
