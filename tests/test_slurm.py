@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -204,9 +205,17 @@ def test_a_task_killed_by_slurm_is_that_students_grader_error_and_a_rerun_grades
 
     killer = threading.Thread(target=kill_bob)
     killer.start()
-    with pytest.warns(UserWarning, match="WITHOUT a sandbox"):
-        batch = grade_submissions(folder, settings, progress=False, slurm=SlurmOptions(**FAST))
+    # In a thread, so that a grader waiting forever for the dead task fails the test instead of hanging it.
+    graded = []
+    grading = threading.Thread(target=lambda: graded.append(
+        grade_submissions(folder, settings, progress=False, slurm=SlurmOptions(**FAST))), daemon=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # --sandbox off, on purpose
+        grading.start()
+        grading.join(timeout=150)
     killer.join()
+    assert graded, "the grader is still waiting for a task that Slurm no longer runs"
+    batch = graded[0]
     assert killed, "bob's task never started"
     results = {result.student_id: result for result in batch.results}
     assert results["ann"].status != GRADER_ERROR
