@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
@@ -180,7 +181,10 @@ def grade_one(output_dir: str | Path, notebook: str | Path | None = None, index:
     # This task's share of the machine: the verifier's and the kernel's threads follow options.jobs.
     options.jobs = max(1, (os.cpu_count() or 1) // task_threads())
     cancellation = Cancellation()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: cancellation.cancel())
+    # A scheduler stops a task with SIGTERM (Slurm's time limit and scancel, a pod's end). Only the main
+    # thread may set a handler; called from another, the caller's own stop applies.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: cancellation.cancel()) if main else None
     workdir = out.work / submission.student_id
     try:
         with cancel_on_sigint(cancellation):
@@ -205,7 +209,8 @@ def grade_one(output_dir: str | Path, notebook: str | Path | None = None, index:
             result.fingerprint = student_fingerprint
             out.save(result, executed, options.rubric)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         if not options.keep_work:
             shutil.rmtree(workdir, ignore_errors=True)
     return result

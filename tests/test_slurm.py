@@ -314,3 +314,21 @@ def test_without_sbatch_the_run_fails_and_keeps_the_earlier_results(tmp_path, ti
     with pytest.raises(SlurmError, match="sbatch is not installed"):
         grade_submissions(folder, settings, progress=False, slurm=SlurmOptions())
     assert (tmp_path / "out" / "results" / "not-json.json").read_text() == earlier
+
+
+def test_a_node_that_cannot_grade_gives_a_grader_error_with_the_reason(tmp_path, tiny_data_dir):
+    """--sandbox require, on a node without bubblewrap: that student's result says so (and a rerun retries
+    it); the task does not crash without one."""
+    folder = write_scenarios(tmp_path / "subs", ["todo-left"])
+    output_dir = tmp_path / "out"
+    grade_submissions(folder, GradingOptions(output_dir=output_dir, hidden_set=tiny_data_dir / "test.csv",
+                                             hidden_size=20, sandbox="require"),
+                      progress=False, slurm=SlurmOptions(submit=False))
+    no_bwrap = tmp_path / "bin"
+    no_bwrap.mkdir()
+    task = subprocess.run([sys.executable, "-m", "grader.cli", "one", "--index", "0", "-o", str(output_dir)],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PATH": str(no_bwrap)})
+    assert task.returncode == 0, task.stderr
+    result = json.loads((output_dir / "results" / "todo-left.json").read_text())
+    assert result["status"] == GRADER_ERROR
+    assert re.search(r"internal grader error on .+: SandboxUnavailable: --sandbox require", result["reason"])
