@@ -50,7 +50,7 @@ from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission
 from .report import OutputFolder, write_atomic
 from .results import GRADER_ERROR, INTERRUPTED, GradeResult
 from .rubric import Rubric
-from .sandbox import Limits, plan_sandbox
+from .sandbox import Limits, SandboxPlan, plan_sandbox
 from .submissions import Submission, discover
 
 RUN_FILE = "run.json"           # in OUT/.grader: the run that tasks belong to
@@ -110,8 +110,8 @@ def write_run(out: OutputFolder, folder: Path, options: GradingOptions, settings
     stored.update({name: absolute(stored[name]) for name in ("output_dir", "hidden_set") if stored[name]})
     run = {"id": secrets.token_hex(8), "submissions": absolute(folder), "options": stored, "settings": settings,
            "hidden_file": absolute(hidden_file) if hidden_file else None,
-           "tasks": [{**asdict(s), "notebook": absolute(s.notebook), "fingerprint": fingerprints[s.student_id]}
-                     for s in pending]}
+           "tasks": [{**asdict(s), "notebook": absolute(s.notebook), "model": absolute(s.model) if s.model else None,
+                      "fingerprint": fingerprints[s.student_id]} for s in pending]}
     write_atomic(out.private / RUN_FILE, json.dumps(run, indent=1))
     return run
 
@@ -130,7 +130,7 @@ def load_run(out: OutputFolder) -> dict:
 def task_submission(task: dict) -> Submission:
     return Submission(student_id=task["student_id"], notebook=Path(task["notebook"]),
                       display_name=task.get("display_name", ""), canvas_user_id=task.get("canvas_user_id", ""),
-                      attempt=task.get("attempt", 0))
+                      attempt=task.get("attempt", 0), model=Path(task["model"]) if task.get("model") else None)
 
 
 def find_task(run: dict, notebook: Path) -> tuple[Submission, str]:
@@ -141,7 +141,8 @@ def find_task(run: dict, notebook: Path) -> tuple[Submission, str]:
             return task_submission(task), task["fingerprint"]
     for submission in discover(Path(run["submissions"])).submissions:   # a student the run did not list as pending
         if Path(os.path.abspath(submission.notebook)) == wanted:
-            return submission, fingerprint(submission.notebook, run["settings"])
+            model = submission.model if run["options"].get("verify_submitted") else None   # as grader.batch
+            return submission, fingerprint(submission.notebook, run["settings"], model)
     raise UsageError(f"{notebook} is not a submission of the run in this output folder "
                      f"(its submissions are {run['submissions']})")
 
@@ -190,7 +191,9 @@ def grade_one(output_dir: str | Path, notebook: str | Path | None = None, index:
         with cancel_on_sigint(cancellation):
             try:
                 hidden = [out.root, Path(run["submissions"]), ANSWER_KEY.parent, options.hidden_set]
-                sandbox = plan_sandbox(options.sandbox, parameters=options.parameters, hidden=hidden)
+                measures = options.execute or options.verify_submitted   # as grader.batch: else nothing runs
+                sandbox = plan_sandbox(options.sandbox, parameters=options.parameters, hidden=hidden) \
+                    if measures else SandboxPlan(flags=None)
                 # In a thread of its own, as in a local batch: in the main thread nbclient takes SIGTERM and
                 # SIGINT over while the notebook runs, and a scheduler's stop would read as a dead kernel.
                 with ThreadPoolExecutor(max_workers=1) as pool:

@@ -332,3 +332,19 @@ def test_a_node_that_cannot_grade_gives_a_grader_error_with_the_reason(tmp_path,
     result = json.loads((output_dir / "results" / "todo-left.json").read_text())
     assert result["status"] == GRADER_ERROR
     assert re.search(r"internal grader error on .+: SandboxUnavailable: --sandbox require", result["reason"])
+
+
+def test_a_verify_mode_task_gets_the_students_submitted_model(tmp_path):
+    """--verify --slurm: each task must check the model the student submitted, as a local run would."""
+    from grader.report import OutputFolder
+    from grader.slurm import load_run, task_submission, write_run
+    from grader.submissions import Submission
+
+    ann = Submission("ann", tmp_path / "ann.ipynb", display_name="Ann", canvas_user_id="12", attempt=2,
+                     model=tmp_path / "ann-model.zip")
+    out = OutputFolder(tmp_path / "out")
+    write_run(out, tmp_path, GradingOptions(output_dir=out.root, verify_submitted=True), "{}", None, [ann],
+              {"ann": "f"})
+    [task] = load_run(out)["tasks"]
+    assert task_submission(task) == ann and task["fingerprint"] == "f"
+    assert options_from_dict(load_run(out)["options"]).verify_submitted
