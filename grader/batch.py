@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from tqdm.auto import tqdm
 
@@ -39,6 +39,9 @@ from .report import OutputFolder, write_atomic
 from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
 from .sandbox import SandboxPlan, bubblewrap_flags, plan_sandbox
 from .submissions import Submission, discover
+
+if TYPE_CHECKING:
+    from .slurm import SlurmOptions
 
 HIDDEN_SET_FILE = "hidden-set.json"   # in the output folder's private part, which no kernel sees
 HIDDEN_SEED_FILE = "hidden-seed"
@@ -54,6 +57,7 @@ class BatchResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     output_dir: Path = Path()
     sandbox: SandboxPlan = SandboxPlan(flags=None)
+    slurm_job: str | None = None                            # the array job, when graded on Slurm
 
     @property
     def passed(self) -> int:
@@ -162,7 +166,9 @@ def not_graded(submission: Submission) -> GradeResult:
 
 
 def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
-                      progress: bool = True) -> BatchResult:
+                      progress: bool = True, slurm: "SlurmOptions | None" = None) -> BatchResult:
+    """Grade every submission in ``folder``: here, ``options.jobs`` at a time, or with ``slurm`` as a
+    Slurm job array, one task per pending student (``grader.slurm``); the same files come out of both."""
     options = options or GradingOptions()
     validate_options(options)
     discovery = discover(Path(folder))
@@ -214,21 +220,29 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
                 shutil.rmtree(workdir, ignore_errors=True)
             return result, executed
 
-        with cancel_on_sigint(cancellation), ThreadPoolExecutor(max_workers=options.jobs) as pool, \
-                tqdm(total=len(pending), desc="Grading", unit="notebook", disable=not progress) as bar:
-            try:
-                futures = [pool.submit(run_one, submission) for submission in pending]
-                for future in as_completed(futures):
-                    result = future.result()
-                    batch.results.append(result)
-                    (batch.interrupted if result.status == INTERRUPTED else batch.graded_now).append(result.student_id)
-                    if not cancellation.cancelled:  # after Ctrl-C, written once, below
-                        out.write_gradebooks(batch.results)
-                    bar.set_postfix_str(f"{result.student_id}: {result.total:g}/{result.max_total:g}")
-                    bar.update()
-            except BaseException:
-                cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
-                raise
+        def record(result: GradeResult) -> None:
+            batch.results.append(result)
+            (batch.interrupted if result.status == INTERRUPTED else batch.graded_now).append(result.student_id)
+            if not cancellation.cancelled:  # after Ctrl-C, written once, below
+                out.write_gradebooks(batch.results)
+            bar.set_postfix_str(f"{result.student_id}: {result.total:g}/{result.max_total:g}")
+            bar.update()
+
+        if slurm is not None:
+            from .slurm import grade_on_slurm
+            with cancel_on_sigint(cancellation), \
+                    tqdm(total=len(pending), desc="Grading on Slurm", unit="notebook", disable=not progress) as bar:
+                batch.slurm_job = grade_on_slurm(Path(folder), pending, fingerprints, settings, hidden_file, out,
+                                                 options, slurm, cancellation, record)
+        else:
+            with cancel_on_sigint(cancellation), ThreadPoolExecutor(max_workers=options.jobs) as pool, \
+                    tqdm(total=len(pending), desc="Grading", unit="notebook", disable=not progress) as bar:
+                try:
+                    for future in as_completed([pool.submit(run_one, submission) for submission in pending]):
+                        record(future.result())
+                except BaseException:
+                    cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
+                    raise
         out.write_gradebooks(batch.results)
     batch.results.sort(key=lambda r: r.student_id)
     if cancellation.cancelled:

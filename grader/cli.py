@@ -2,6 +2,8 @@
 
     grade SUBMISSIONS [options]     grade every notebook in a folder
     grade build [--check]           build the student template from the answer key
+    grade one NOTEBOOK -o OUT       grade one student of a prepared run (grader.slurm_cli)
+    grade collect OUT               rebuild the gradebooks from OUT's results
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from . import build
+from . import build, slurm_cli
 from .batch import BatchResult, grade_submissions
 from .cancel import GradingInterrupted
 from .errors import GraderError, UsageError
@@ -90,6 +92,7 @@ def grading_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="regrade students who already have a result")
     parser.add_argument("--keep-work", action="store_true", help="keep each student's working folder and model")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    slurm_cli.add_slurm_arguments(parser)
     return parser
 
 
@@ -174,9 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["build"]:
             return build_main(argv[1:])
+        if argv[:1] in (["one"], ["collect"]):
+            return (slurm_cli.one_main if argv[0] == "one" else slurm_cli.collect_main)(argv[1:])
         args = grading_parser().parse_args(argv)
-        batch = grade_submissions(args.submissions, options_from_args(args), progress=not args.quiet)
+        batch = grade_submissions(args.submissions, options_from_args(args), progress=not args.quiet,
+                                  slurm=slurm_cli.slurm_options_from_args(args))
         print_summary(batch)
+        if args.prepare_tasks:
+            print(slurm_cli.prepared_text(args.output))
         return 0
     except GraderError as error:
         print(f"grade: error: {error}", file=sys.stderr)
