@@ -16,6 +16,7 @@ from grader.build import ROOT
 from grader.cancel import Cancellation
 from grader.results import INTERRUPTED
 from grader.verify import verify_in_subprocess
+from waiting import wait_for
 
 
 def alive(pid: int) -> bool:
@@ -23,15 +24,6 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def wait_for(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def waiting_notebook(flag, pids) -> nbformat.NotebookNode:

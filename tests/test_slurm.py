@@ -25,6 +25,7 @@ from grader.results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE
 from grader.sandbox import GB, MB, Limits
 from grader.slurm import STOPPED_REASON, SlurmError, SlurmOptions, collect, options_from_dict, options_to_dict, tasks_in_queue
 from scenarios import CORPUS_EXPECTED, write_scenarios
+from waiting import wait_for
 
 SCRIPT = ROOT / "scripts" / "slurm-single-node"
 # Passing, failing (the template: every check fails), a notebook error, not gradable; and a timeout,
@@ -169,15 +170,6 @@ def waiting_class(tmp_path: Path, names) -> tuple[Path, Path, Path]:
     for name in names:
         nbformat.write(waiting_notebook(flag, started / name), folder / f"{name}.ipynb")
     return flag, started, folder
-
-
-def wait_for(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_a_task_killed_by_slurm_is_that_students_grader_error_and_a_rerun_grades_them(
