@@ -198,12 +198,29 @@ def hub_reference(contract: SubmittedContract, submission_json: Path | None) -> 
     return repository, revision
 
 
-def download_from_hub(repository: str, revision: str) -> tuple[Path, Path]:
+def hub_download_size(repository: str, revision: str) -> int | None:
+    """Bytes of the model's files at ``revision`` as the Hub lists them, or None when it cannot be asked
+    (offline: then only what is already in the cache is used)."""
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi().model_info(repository, revision=revision, files_metadata=True)
+    except Exception:   # offline, private, gone: snapshot_download says which, below
+        return None
+    return sum(sibling.size or 0 for sibling in info.siblings or [] if sibling.rfilename.endswith(MODEL_SUFFIXES))
+
+
+def download_from_hub(repository: str, revision: str, limits: Limits) -> tuple[Path, Path]:
     """The snapshot folder of ``repository`` at ``revision`` (from the cache, or downloaded: outside the
-    sandbox, which has no network), and the repository's cache folder its links may point into."""
+    sandbox, which has no network), and the repository's cache folder its links may point into. A repository
+    larger than the disk limit is refused before a byte is downloaded: it would fill the grader's disk."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    size = hub_download_size(repository, revision)
+    if size is not None and size > limits.disk_bytes:
+        raise ModelNotStaged(f"{repository}@{revision[:12]} holds {size} bytes of model files, over the limit of "
+                             f"{limits.disk_bytes}")
     try:
         snapshot = Path(snapshot_download(repository, revision=revision, repo_type="model",
                                           allow_patterns=[f"*{suffix}" for suffix in MODEL_SUFFIXES]))
@@ -229,7 +246,7 @@ def stage_model(model_source: Path | None, contract: SubmittedContract, target: 
     reference = hub_reference(contract, submission_json)
     if reference is None:
         raise ModelNotStaged("no model was submitted: upload the zip the submit cell wrote next to the notebook")
-    snapshot, cache = download_from_hub(*reference)
+    snapshot, cache = download_from_hub(*reference, limits)
     stage_folder(snapshot, target, limits, links_within=cache)
     return f"{reference[0]}@{reference[1][:12]}"
 

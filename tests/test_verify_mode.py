@@ -341,3 +341,20 @@ def test_a_model_pinned_on_the_hub_is_graded_from_the_hub_cache(executed, tiny_p
     assert hub["verification"]["accuracy"] == executed["result"].verification.accuracy
     unpinned = {c["name"]: c["message"] for c in results["unpinned"]["checks"]}
     assert "not pinned to a commit" in unpinned["accuracy"]
+
+
+def test_a_hub_model_over_the_disk_limit_is_refused_before_downloading(monkeypatch, tmp_path):
+    """The Hub's own listing of the files' sizes is asked first (here answered as the Hub would, by a stand-in:
+    nothing can reach the Hub from this machine); snapshot_download must never be called."""
+    import huggingface_hub
+    from huggingface_hub.hf_api import ModelInfo
+
+    listing = ModelInfo(id="mallory/huge", siblings=[{"rfilename": "model.safetensors", "size": 40 * GB},
+                                                    {"rfilename": "config.json", "size": 600}])
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, *args, **kwargs: listing)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda *args, **kwargs: pytest.fail("the download started"))
+    contract = saved_contract(nbformat.v4.new_notebook())
+    contract.model = {"hub": "mallory/huge", "revision": COMMIT}
+    with pytest.raises(ModelNotStaged, match="over the limit"):
+        stage_model(None, contract, tmp_path / "staged", TEST_LIMITS)
