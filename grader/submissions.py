@@ -35,7 +35,7 @@ HASH_DIGITS = 8
 NEVER_SUBMISSIONS = {".ipynb_checkpoints", "__MACOSX"}
 CANVAS_FILE = re.compile(r"^(?:[^\W_]|-)+?(?:_late)?_(?P<user_id>\d+)_\d+_(?P<file>.+?)(?:-(?P<attempt>\d+))?"
                          r"\.(?P<suffix>zip|json)$", re.IGNORECASE)
-SUBMISSION_FILE = "submission.json"
+SUBMISSION_FILE = "submission.json"   # Canvas adds its prefix: doejane_4242_9001_submission.json
 
 
 @dataclass(frozen=True)
@@ -107,43 +107,48 @@ def _from_folder(folder: Path, discovery: Discovery) -> Submission | None:
                       model=_model_in_folder(chosen.parent))
 
 
+def is_submission_json(path: Path) -> bool:
+    return path.name.lower().endswith(SUBMISSION_FILE)
+
+
 def _is_model_candidate(entry: Path) -> bool:
     if entry.name.startswith("."):
         return False
     if entry.is_dir():
         return (entry / "config.json").exists() or (entry / "config.json").is_symlink()
-    return entry.suffix.lower() == ".zip" or entry.name.lower() == SUBMISSION_FILE
+    return entry.suffix.lower() == ".zip" or is_submission_json(entry)
 
 
 def _newest(paths: list[Path]) -> Path | None:
     """A model (a folder or a zip) before a ``submission.json`` that names one on the Hub; then the newest."""
-    return max(paths, key=lambda p: (p.name.lower() != SUBMISSION_FILE, p.lstat().st_mtime, p.name), default=None)
+    return max(paths, key=lambda p: (not is_submission_json(p), p.lstat().st_mtime, p.name), default=None)
 
 
 def _model_in_folder(folder: Path) -> Path | None:
     return _newest([entry for entry in folder.iterdir() if _is_model_candidate(entry)])
 
 
+def _owner(file: Path, found: list[Submission]) -> Submission | None:
+    """Whose a flat zip or submission.json is: the Canvas user's of its id, or else the plain notebook
+    whose name it starts with, the longest such name (``alice_bob-model.zip`` is alice_bob's, not alice's)."""
+    match = CANVAS_FILE.match(unicodedata.normalize("NFC", file.name))
+    if match:
+        return next((s for s in found if s.canvas_user_id == match["user_id"]), None)
+    if file.suffix.lower() != ".zip":
+        return None
+    plain = [s for s in found if not s.canvas_user_id and file.name.startswith(s.notebook.stem)]
+    return max(plain, key=lambda s: len(s.notebook.stem), default=None)
+
+
 def _pair_models(found: list[Submission], files: list[Path]) -> tuple[list[Submission], set[Path]]:
-    """Each flat notebook with the zip or submission.json beside it: the same Canvas user id, or (plain
-    files) a name that starts with the notebook's; returns the submissions and the files paired."""
-    paired, used = [], set()
-    for submission in found:
-        if submission.model is not None:
-            paired.append(submission)
-            continue
-        if submission.canvas_user_id:
-            matches = [f for f in files if (m := CANVAS_FILE.match(unicodedata.normalize("NFC", f.name)))
-                       and m["user_id"] == submission.canvas_user_id]
-        else:
-            stem = submission.notebook.stem
-            matches = [f for f in files if f.suffix.lower() == ".zip" and f.name.startswith(stem)
-                       and not any(o.notebook.stem.startswith(stem) and len(o.notebook.stem) > len(stem)
-                                   and f.name.startswith(o.notebook.stem) for o in found)]
-        model = _newest(matches)
-        used.update(matches)
-        paired.append(replace(submission, model=model))
-    return paired, used
+    """Each flat notebook with the zip or submission.json beside it (``_owner``); returns the submissions
+    and the files paired."""
+    owned: dict[Path, list[Path]] = {}
+    for file in files:
+        if (owner := _owner(file, found)) is not None:
+            owned.setdefault(owner.notebook, []).append(file)
+    paired = [s if s.model is not None else replace(s, model=_newest(owned.get(s.notebook, []))) for s in found]
+    return paired, {file for group in owned.values() for file in group}
 
 
 def _holds_a_notebook(entry: Path) -> bool:

@@ -33,10 +33,10 @@ from .execute import cell_errors
 from .results import VERIFY_MODE
 from .rubric import notebook_errors
 from .sandbox import Limits
+from .submissions import SUBMISSION_FILE, is_submission_json
 
 __all__ = ["VERIFY_MODE", "saved_contract", "ran_in_order", "stage_model", "weights_mismatch", "ModelNotStaged"]
 
-SUBMISSION_FILE = "submission.json"
 # The files a saved model and tokenizer consist of; anything else in a submission is left where it is.
 MODEL_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
 MAX_MODEL_FILES = 64
@@ -233,8 +233,7 @@ def download_from_hub(repository: str, revision: str, limits: Limits) -> tuple[P
 def stage_model(model_source: Path | None, contract: SubmittedContract, target: Path, limits: Limits) -> str:
     """Copy the submitted model's files into ``target``; returns where they came from, in words."""
     target.mkdir(parents=True)
-    submission_json = model_source if model_source is not None and model_source.name.endswith(SUBMISSION_FILE) \
-        else None
+    submission_json = model_source if model_source is not None and is_submission_json(model_source) else None
     if model_source is not None and submission_json is None:
         if model_source.is_symlink():
             raise ModelNotStaged(f"the submitted model {model_source.name} is a link, not a file of its own")

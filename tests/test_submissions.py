@@ -2,6 +2,7 @@ import os
 import unicodedata
 import time
 
+import nbformat
 import pytest
 
 from grader.errors import UsageError
@@ -119,3 +120,21 @@ def test_a_notebook_in_a_hidden_folder_is_reported(tmp_path):
     found = discover(tmp_path)
     assert [s.student_id for s in found.submissions] == ["bob"]
     assert found.skipped == [(str(tmp_path / ".alice"), "a hidden folder (its name starts with a dot)")]
+
+
+def test_each_notebook_is_paired_with_the_model_submitted_beside_it(tmp_path):
+    notebook = nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]))
+    files = {"doejane_4242_9001_project.ipynb": notebook, "doejane_4242_9001_submission.json": "{}",
+             "roesam_77_9002_project.ipynb": notebook, "roesam_77_9002_sentiment-model.zip": "zip",
+             "alice.ipynb": notebook, "alice_bob.ipynb": notebook, "alice-model.zip": "zip",
+             "alice_bob-model.zip": "zip"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "carol" / "sentiment-model").mkdir(parents=True)
+    (tmp_path / "carol" / "project.ipynb").write_text(notebook)
+    (tmp_path / "carol" / "sentiment-model" / "config.json").write_text("{}")
+    discovery = discover(tmp_path)
+    models = {s.student_id: s.model and s.model.name for s in discovery.submissions}
+    assert models == {"4242": "doejane_4242_9001_submission.json", "77": "roesam_77_9002_sentiment-model.zip",
+                      "alice": "alice-model.zip", "alice_bob": "alice_bob-model.zip", "carol": "sentiment-model"}
+    assert discovery.skipped == []
