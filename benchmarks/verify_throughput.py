@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CACHE = ROOT / "build" / "verify-throughput"
+AMAZON_DATA = Path(os.environ.get("KIT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "amazon_polarity"
 LABEL_NAMES = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
 
 
@@ -251,8 +252,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--train-steps", type=int, default=100)
     parser.add_argument("--models", default="minilm,distilbert")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("KIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
-                        / "amazon_polarity")
+    parser.add_argument("--data", type=Path, default=AMAZON_DATA)
     args = parser.parse_args()
 
     import numpy as np

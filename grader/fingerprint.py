@@ -37,7 +37,8 @@ def run_settings(options, hidden_set_digest: str, sandboxed: bool) -> str:
     return json.dumps({
         "sandboxed": sandboxed,
         "rubric": asdict(options.rubric), "hidden_set": hidden_set_digest, "parameters": options.parameters,
-        "execute": options.execute, "verify_submitted": options.verify_submitted, "time_limit_s": float(options.time_limit_s),   # --timeout 150 is the API's 150
+        "execute": options.execute, "verify_submitted": options.verify_submitted,
+        "time_limit_s": float(options.time_limit_s),   # --timeout 150 is the API's 150
         "verify_time_limit_s": float(options.verify_time_limit_s), "max_output_bytes": options.max_output_bytes,
         "limits": asdict(options.limits), "max_length": options.max_length, "kernel_name": options.kernel_name,
         "grader": grader_version(),
