@@ -243,14 +243,17 @@ def hostile_zip(path: Path, kind: str) -> Path:
             archive.writestr(info, "/etc/passwd")
         elif kind == "bomb":
             archive.writestr("model.safetensors", b"\0" * (64 * MB))   # deflates to about 64 kB
+        elif kind == "spread":   # each file under the limit of a file, together over the disk limit
+            for index in range(3):
+                archive.writestr(f"model-0000{index}-of-00003.safetensors", b"\0" * (12 * MB))
         elif kind == "many":
             for index in range(200):
                 archive.writestr(f"shard-{index}.json", "{}")
     return path
 
 
-@pytest.mark.parametrize("kind,refused", [("escapes", None), ("link", "link"), ("bomb", "over the limit"),
-                                          ("many", "201 files")])
+@pytest.mark.parametrize("kind,refused", [("escapes", None), ("link", "link"), ("bomb", "bytes a file"),
+                                          ("spread", "bytes in all"), ("many", "201 files")])
 def test_hostile_zips_write_nothing_outside(kind, refused, tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     archive = hostile_zip(tmp_path / "a" / "b" / "model.zip", kind)
