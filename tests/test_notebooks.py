@@ -1,4 +1,6 @@
 """The answer key and the template, executed headless with the tiny model (seconds, not minutes)."""
+import json
+
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -9,15 +11,38 @@ from grader.contract import append_contract_cell, read_contract
 from grader.parameters import inject_parameters
 
 
-def execute(nb, workdir, parameters):
+# Appended after the answer key's last cell: facts of the kernel the outputs do not show.
+PROBE = """
+import json as _json
+print("PROBE " + _json.dumps({
+    # the error analysis pairs each test review's text with its own label and prediction
+    "texts_match_labels": list(test_frame["true"]) == [LABEL_NAMES[label] for label in splits["test"]["label"]],
+    "table_accuracy": float(model_comparison.loc["fine-tuned", "accuracy"]),
+    "test_accuracy": test_metrics["accuracy"],
+    "table_rows": list(model_comparison.index),
+    "table_columns": list(model_comparison.columns),
+    "mcnemar_p_value": mcnemar_p_value,
+}))
+"""
+
+
+def execute(nb, workdir, parameters, probe=False):
     inject_parameters(nb, dict(parameters, OUTPUT_DIR=str(workdir / "outputs")))
+    if probe:
+        nb.cells.append(nbformat.v4.new_code_cell(PROBE, id="probe"))
     append_contract_cell(nb)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
     return nb
 
 
-def test_the_answer_key_runs_end_to_end_and_fills_the_contract(tiny_parameters, tmp_path):
-    nb = execute(nbformat.read(ANSWER_KEY, as_version=4), tmp_path, tiny_parameters)
+@pytest.fixture(scope="module")
+def executed_answer_key(tiny_parameters, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("answer-key")
+    return execute(nbformat.read(ANSWER_KEY, as_version=4), workdir, tiny_parameters, probe=True), workdir
+
+
+def test_the_answer_key_runs_end_to_end_and_fills_the_contract(executed_answer_key):
+    nb, tmp_path = executed_answer_key
     contract = read_contract(nb)
     assert contract.problems == []
     assert set(contract.test_metrics) == {"accuracy", "precision", "recall", "f1"}
@@ -33,7 +58,31 @@ def test_the_answer_key_runs_end_to_end_and_fills_the_contract(tiny_parameters, 
     assert "group_by_length" in "".join(o.get("text", "") for o in outputs["training-args"])
     assert any("OK:" in o.get("text", "") for o in outputs["check-reload"])
     assert any("image/png" in o.get("data", {}) for o in outputs["curves"])       # training curves
-    assert any("image/png" in o.get("data", {}) for o in outputs["test-eval"])    # confusion matrix
+    assert any("image/png" in o.get("data", {}) for o in outputs["test-eval"])    # confusion matrix and ROC
+
+
+def test_the_answer_key_compares_baselines_and_writes_the_report_files(executed_answer_key, tiny_parameters):
+    nb, workdir = executed_answer_key
+    outputs = {cell.get("id"): cell.get("outputs", []) for cell in nb.cells}
+    text = {cell_id: "".join(o.get("text", "") for o in cell_outputs) for cell_id, cell_outputs in outputs.items()}
+    probe = json.loads(text["probe"].split("PROBE ", 1)[1])
+    assert probe["texts_match_labels"]
+    assert probe["table_rows"] == ["majority class", "TF-IDF + logistic regression", "pre-trained, not fine-tuned",
+                                   "fine-tuned"]
+    assert probe["table_columns"] == ["accuracy", "F1", "macro F1", "ROC-AUC"]
+    assert probe["table_accuracy"] == pytest.approx(probe["test_accuracy"])   # one set of predictions, two views
+    assert 0 <= probe["mcnemar_p_value"] <= 1 and "McNemar's exact test: p =" in text["mcnemar"]
+    assert any("text/html" in o.get("data", {}) for o in outputs["baselines-table"])
+    assert text["tfidf-self-check"].startswith("OK:") and text["report-self-check"].startswith("OK:")
+    for pattern in ["negation", "mixed verdict", "cut at MAX_LENGTH", "label noise?"]:
+        assert pattern in text["error-analysis"]
+    saved = workdir / read_contract(nb).save_dir
+    results = json.loads((saved / "results.json").read_text(encoding="utf-8"))
+    assert results["test_metrics"] == pytest.approx(read_contract(nb).test_metrics)
+    assert len(results["validation_per_epoch"]) == tiny_parameters["NUM_EPOCHS"]
+    assert results["baselines"]["fine-tuned"]["accuracy"] == pytest.approx(probe["test_accuracy"])
+    card = (saved / "README.md").read_text(encoding="utf-8")
+    assert "## Limitations" in card and f"| fine-tuned | {probe['test_accuracy']:.3f} |" in card
 
 
 def test_the_template_stops_at_the_first_todo(tiny_parameters, tmp_path):
