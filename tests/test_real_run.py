@@ -51,3 +51,23 @@ def test_the_answer_key_meets_the_course_thresholds_from_its_own_kernel(kit_run)
     # the kernel compared the reloaded model's predictions with the originals and printed OK
     reload_cell = next(c for c in executed.cells if c.get("id") == "check-reload")
     assert any(o.get("text", "").startswith("OK:") for o in reload_cell.outputs)
+
+
+def test_the_executed_answer_key_holds_the_baselines_plots_and_report_files(kit_run):
+    executed = nbformat.read(RESULTS / "executed" / "answer-key.ipynb", as_version=4)
+    outputs = {cell.get("id"): cell.get("outputs", []) for cell in executed.cells}
+
+    def text(cell_id):
+        return "".join(output.get("text", "") for output in outputs[cell_id])
+
+    def shows(cell_id, mime):
+        return any(mime in output.get("data", {}) for output in outputs[cell_id])
+
+    assert shows("baselines-table", "text/html") and shows("test-eval", "image/png") and shows("curves", "image/png")
+    table = next(o["data"]["text/html"] for o in outputs["baselines-table"] if "text/html" in o.get("data", {}))
+    for row in ["majority class", "TF-IDF + logistic regression", "pre-trained, not fine-tuned", "fine-tuned"]:
+        assert row in table
+    assert "McNemar's exact test: p =" in text("mcnemar")
+    # the real TF-IDF baseline on the real data, and the report files checked in the kernel
+    assert text("tfidf-self-check").startswith("OK:") and text("report-self-check").startswith("OK:")
+    assert "cut at MAX_LENGTH" in text("error-analysis")

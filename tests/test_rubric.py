@@ -51,6 +51,20 @@ def test_only_the_answer_keys_own_self_checks_are_excused():
     assert notebook_errors([failing_self_check, forged_id, renamed_self_check]) == [forged_id]
 
 
+@pytest.mark.parametrize("cell_id", ["tfidf-self-check", "report-self-check"])
+def test_a_failing_baseline_or_report_self_check_costs_the_ran_to_end_points(cell_id):
+    """These self-checks mirror no rubric check, so their failure counts as an error of the notebook."""
+    import nbformat
+
+    from grader.build import ANSWER_KEY
+    from grader.execute import CellError
+    from grader.rubric import notebook_errors
+
+    source = next(cell.source for cell in nbformat.read(ANSWER_KEY, as_version=4).cells if cell.get("id") == cell_id)
+    failing = CellError(20, cell_id, source, "AssertionError", "wrong", "")
+    assert notebook_errors([failing]) == [failing]
+
+
 def test_predictions_earn_points_only_when_the_saved_model_makes_them():
     from grader.contract import Contract, Prediction
     from grader.pipeline import predictions_check
