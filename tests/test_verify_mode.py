@@ -20,7 +20,7 @@ import pytest
 from grader import GradingOptions, grade_submissions
 from grader.results import VERIFY_MODE
 from grader.sandbox import GB, MB, Limits
-from grader.submitted import ModelNotStaged, saved_contract, stage_model
+from grader.submitted import MODEL_SUFFIXES, ModelNotStaged, saved_contract, stage_model
 from scenarios import EDITS, write_scenarios
 
 TEST_LIMITS = Limits(memory_bytes=3 * GB, max_processes=64, max_file_bytes=256 * MB, disk_bytes=1 * GB)
@@ -228,7 +228,10 @@ def test_a_zip_is_taken_in_file_by_file(executed, tmp_path):
         zip_.writestr("__MACOSX/sentiment-model/._config.json", "x")
     stage_model(nested, contract, tmp_path / "staged", TEST_LIMITS)
     with zipfile.ZipFile(executed["outputs"] / "sentiment-model.zip") as source:
-        assert sorted(os.listdir(tmp_path / "staged")) == sorted(source.namelist())
+        names = source.namelist()
+    # the model card (README.md) travels in the zip; only the model's own files are staged
+    assert "README.md" in names and "results.json" in names
+    assert sorted(os.listdir(tmp_path / "staged")) == sorted(name for name in names if name.endswith(MODEL_SUFFIXES))
 
 
 def hostile_zip(path: Path, kind: str) -> Path:
