@@ -1,5 +1,6 @@
 """The answer key and the template, executed headless with the tiny model (seconds, not minutes)."""
 import json
+import os
 
 import nbformat
 import pytest
@@ -92,3 +93,43 @@ def test_the_template_stops_at_the_first_todo(tiny_parameters, tmp_path):
     assert "TODO" in raised.value.evalue
     # the first TODO is the first solution region of the answer key
     assert "combine_title_and_content" in str(raised.value)
+
+
+def self_check_source(cell_id):
+    return next(cell.source for cell in nbformat.read(ANSWER_KEY, as_version=4).cells if cell.get("id") == cell_id)
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ("negative column", "column 1"),     # predict_proba[:, 0]: P(negative)
+    ("labels", "probability"),           # predict() instead of predict_proba
+    ("too few", "one score per test review"),
+])
+def test_the_tfidf_self_check_catches_a_wrong_pipeline(mistake, message):
+    import numpy as np
+    from sklearn.metrics import accuracy_score
+
+    test_labels = np.array([0, 1] * 50)
+    good = np.where(test_labels == 1, 0.8, 0.2)
+    scores = {"negative column": 1 - good, "labels": test_labels * 2, "too few": good[:10]}[mistake]
+    namespace = {"np": np, "accuracy_score": accuracy_score, "test_labels": test_labels,
+                 "baseline_scores": {"TF-IDF + logistic regression": scores}}
+    with pytest.raises(AssertionError, match=message):
+        exec(self_check_source("tfidf-self-check"), namespace)
+    namespace["baseline_scores"]["TF-IDF + logistic regression"] = good
+    exec(self_check_source("tfidf-self-check"), namespace)   # and a right one passes
+
+
+def test_the_report_self_check_catches_a_missing_section(executed_answer_key):
+    nb, workdir = executed_answer_key
+    save_dir = workdir / read_contract(nb).save_dir
+    results = json.loads((save_dir / "results.json").read_text(encoding="utf-8"))
+    card = (save_dir / "README.md").read_text(encoding="utf-8")
+    namespace = {"os": os, "json": json, "SAVE_DIR": str(save_dir), "test_metrics": results["test_metrics"]}
+    exec(self_check_source("report-self-check"), namespace)   # the run's own files pass
+    (save_dir / "README.md").write_text(card.replace("## Limitations", "## Notes"), encoding="utf-8")
+    with pytest.raises(AssertionError, match="Limitations"):
+        exec(self_check_source("report-self-check"), namespace)
+    namespace["test_metrics"] = dict(results["test_metrics"], accuracy=results["test_metrics"]["accuracy"] - 0.25)
+    (save_dir / "README.md").write_text(card, encoding="utf-8")
+    with pytest.raises(AssertionError, match="not this run's"):
+        exec(self_check_source("report-self-check"), namespace)
