@@ -69,7 +69,7 @@ def test_grade_build_writes_both_templates(tmp_path, monkeypatch, capsys):
 def test_the_template_has_a_stub_under_each_todo_and_no_solution():
     template = build_template(GOING_FURTHER_ANSWER_KEY, GOING_FURTHER_TEMPLATE)
     solutions = [c.id for c in key().cells if "### BEGIN SOLUTION" in c.source]
-    assert solutions == ["lora-config", "search", "merge-save"]
+    assert solutions == ["lora-config", "choose-best", "merge-save"]
     source = "\n".join(c.source for c in template.cells if c.cell_type == "code")
     for leaked in ["LoraConfig(task_type=TaskType.SEQ_CLS", 'search_table["validation F1"].idxmax()',
                    "merged_model.save_pretrained(SAVE_DIR)"]:
