@@ -25,6 +25,12 @@ from .errors import NotebookInvalid, TemplateOutOfDate
 ROOT = Path(__file__).resolve().parent.parent
 ANSWER_KEY = ROOT / "answer_key" / "MLB_Project_FineTuning_AnswerKey.ipynb"
 TEMPLATE = ROOT / "notebooks" / "MLB_Project_FineTuning_Template.ipynb"
+# The optional bonus notebook (LoRA, a hyperparameter search, other datasets), built the same way.
+GOING_FURTHER_ANSWER_KEY = ROOT / "answer_key" / "MLB_Project_GoingFurther_AnswerKey.ipynb"
+GOING_FURTHER_TEMPLATE = ROOT / "notebooks" / "MLB_Project_GoingFurther_Template.ipynb"
+# Every (answer key, template) pair: `grade build` writes, and `grade build --check` checks, all of them.
+NOTEBOOKS = ((ANSWER_KEY, TEMPLATE), (GOING_FURTHER_ANSWER_KEY, GOING_FURTHER_TEMPLATE))
+ANSWER_KEYS = tuple(answer_key for answer_key, _ in NOTEBOOKS)
 
 STUB = ('raise NotImplementedError("TODO: replace this line with your code '
         '(see the TODO comment above), then run the cell again.")')
@@ -91,3 +97,15 @@ def check_template(answer_key: Path = ANSWER_KEY, template: Path = TEMPLATE) -> 
         raise TemplateOutOfDate(f"{template} does not exist; run `grade build`")
     if template.read_text(encoding="utf-8") != template_text(answer_key, template):
         raise TemplateOutOfDate(f"{template} differs from a fresh build of {answer_key}; run `grade build`")
+
+
+def check_templates(pairs=NOTEBOOKS) -> None:
+    """check_template for each (answer key, template) pair; one TemplateOutOfDate naming every stale one."""
+    stale = []
+    for answer_key, template in pairs:
+        try:
+            check_template(answer_key, template)
+        except TemplateOutOfDate as error:
+            stale.append(str(error))
+    if stale:
+        raise TemplateOutOfDate("; ".join(stale))

@@ -150,16 +150,28 @@ def print_summary(batch: BatchResult, out=sys.stdout) -> None:
 
 
 def build_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="grade build", description="Build the student template from the answer key.")
-    parser.add_argument("--check", action="store_true", help="fail if the committed template differs from a fresh build")
-    parser.add_argument("--answer-key", type=Path, default=build.ANSWER_KEY)
-    parser.add_argument("--template", type=Path, default=build.TEMPLATE)
+    parser = argparse.ArgumentParser(prog="grade build", description="Build the student templates from the answer "
+                                     "keys: the main project's and the optional going-further notebook's.")
+    parser.add_argument("--check", action="store_true", help="fail if a committed template differs from a fresh build")
+    parser.add_argument("--answer-key", type=Path, help="one answer key only (default: every answer key; "
+                        f"with --template alone: {build._repo_path(build.ANSWER_KEY)})")
+    parser.add_argument("--template", type=Path, help="its template (default: the answer key's own)")
     args = parser.parse_args(argv)
-    if args.check:
-        build.check_template(args.answer_key, args.template)
-        print(f"{args.template} is up to date")
+    if args.answer_key is None and args.template is None:
+        pairs = build.NOTEBOOKS
     else:
-        print(f"wrote {build.write_template(args.answer_key, args.template)}")
+        answer_key = (args.answer_key or build.ANSWER_KEY).resolve()
+        template = args.template or dict(build.NOTEBOOKS).get(answer_key)
+        if template is None:
+            raise UsageError(f"--answer-key {args.answer_key} is not one of the kit's answer keys: give --template")
+        pairs = ((answer_key, template),)
+    if args.check:
+        build.check_templates(pairs)
+        for _, template in pairs:
+            print(f"{template} is up to date")
+    else:
+        for answer_key, template in pairs:
+            print(f"wrote {build.write_template(answer_key, template)}")
     return 0
 
 

@@ -84,17 +84,21 @@ def source_digest(source: str) -> str:
 
 @functools.cache
 def self_check_digests(answer_key: Path | None = None) -> frozenset[str]:
-    """The answer key's self-check cells, which the template holds locked, by their source.
+    """The answer keys' self-check cells, which the templates hold locked, by their source.
 
-    A student can rename any cell's id, so a cell counts as a self-check only when its source is one
-    of these, the way nbgrader checksums its locked cells.
+    Every answer key of the kit counts (the main project's and the going-further notebook's), or only
+    ``answer_key`` when given. A student can rename any cell's id, so a cell counts as a self-check only
+    when its source is one of these, the way nbgrader checksums its locked cells.
     """
     import nbformat
 
-    from .build import ANSWER_KEY
-    nb = nbformat.read(answer_key or ANSWER_KEY, as_version=4)
-    return frozenset(source_digest(cell.source) for cell in nb.cells
-                     if cell.cell_type == "code" and cell.get("id", "").startswith(SELF_CHECK_PREFIX))
+    from .build import ANSWER_KEYS
+    digests = set()
+    for path in [answer_key] if answer_key else ANSWER_KEYS:
+        nb = nbformat.read(path, as_version=4)
+        digests.update(source_digest(cell.source) for cell in nb.cells
+                       if cell.cell_type == "code" and cell.get("id", "").startswith(SELF_CHECK_PREFIX))
+    return frozenset(digests)
 
 
 def notebook_errors(errors: list) -> list:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_AMAZON = Path(os.environ.get("KIT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "amazon_polarity"
+SHARED = Path(os.environ.get("KIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_AMAZON = SHARED / "amazon_polarity"
 
 # Nothing in the tests may reach the Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -108,6 +109,17 @@ def shared_amazon() -> Path:
         pytest.skip(f"the offline copy of Amazon Polarity is not at {SHARED_AMAZON} "
                     "(it exists on the course's CI machines; set KIT_SHARED_DATA to point elsewhere)")
     return SHARED_AMAZON
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of the offline copies, one sub-folder per dataset (amazon_polarity/, imdb/, sst2/)."""
+    missing = [name for name in ("amazon_polarity/train.csv", "imdb/reviews.csv", "sst2/train.csv")
+               if not (SHARED / name).is_file()]
+    if missing:
+        pytest.skip(f"the offline datasets are not all at {SHARED} (missing {', '.join(missing)}; "
+                    "set KIT_SHARED_DATA to point elsewhere)")
+    return SHARED
 
 
 @pytest.fixture(scope="session")

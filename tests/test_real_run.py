@@ -17,6 +17,9 @@ from grader.sandbox import bubblewrap_flags
 
 pytestmark = pytest.mark.slow
 RESULTS = ROOT / "build" / "answer-key-run" / "results"
+# The same command grades the optional going-further answer key too, with its bonus rubric.
+GOING_FURTHER_RESULTS = ROOT / "build" / "going-further-run" / "results"
+GOING_FURTHER_RUBRIC = ROOT / "grader" / "rubrics" / "going_further.toml"
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +74,57 @@ def test_the_executed_answer_key_holds_the_baselines_plots_and_report_files(kit_
     # the real TF-IDF baseline on the real data, and the report files checked in the kernel
     assert text("tfidf-self-check").startswith("OK:") and text("report-self-check").startswith("OK:")
     assert "cut at MAX_LENGTH" in text("error-analysis")
+
+
+# --- the going-further answer key, graded by the same command with its own rubric ---------------
+@pytest.fixture(scope="module")
+def going_further_run(kit_run, request):
+    completed, _ = kit_run
+    result = json.loads((GOING_FURTHER_RESULTS / "results" / "going-further.json").read_text(encoding="utf-8"))
+    executed = nbformat.read(GOING_FURTHER_RESULTS / "executed" / "going-further.ipynb", as_version=4)
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        print(f"\n[real run] going-further notebook: {result['run_time_s']:.0f} s in its kernel")
+    return completed, result, executed
+
+
+def _outputs(executed, cell_id):
+    cell = next(c for c in executed.cells if c.get("id") == cell_id)
+    return cell.outputs
+
+
+def _text(outputs):
+    return "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") + o.get("data", {}).get("text/html", "")
+                   for o in outputs)
+
+
+def test_the_readme_main_command_grades_the_going_further_key_with_full_bonus_points(going_further_run):
+    from grader.rubric import load_rubric
+
+    completed, result, _ = going_further_run
+    rubric = load_rubric(GOING_FURTHER_RUBRIC)
+    full = f"{rubric.max_points:g}/{rubric.max_points:g}"
+    assert re.search(rf"^going-further\s+graded\s+{full}\s", completed.stdout, re.MULTILINE), completed.stdout
+    assert result["passed"] and result["errors"] == []
+    assert result["verification"]["accuracy"] >= rubric.accuracy and result["verification"]["f1"] >= rubric.f1
+    assert result["sandboxed"] == (bubblewrap_flags()[0] is not None)
+
+
+def test_the_going_further_notebook_compares_searches_and_touches_the_test_split_once(going_further_run):
+    _, _, executed = going_further_run
+    contract = read_contract(executed)
+    assert contract.problems == [] and len(contract.predictions) >= 5
+    # one table: full fine-tuning and LoRA side by side, with parameters, time, memory, accuracy and F1
+    table = _text(_outputs(executed, "comparison"))
+    for column in ("full fine-tuning", "LoRA", "trainable parameters", "training time (s)", "peak RSS growth (MB)",
+                   "validation accuracy", "validation F1"):
+        assert column in table, column
+    # the search: 3 settings, a plot, the best chosen by validation F1
+    assert any("image/png" in o.get("data", {}) for o in _outputs(executed, "search-plot"))
+    assert _text(_outputs(executed, "verify-search")).startswith("OK: 3 settings tried")
+    assert _text(_outputs(executed, "verify-lora-share")).startswith("OK: LoRA trains")
+    # the test split: evaluated once, for the chosen model only
+    assert "evaluated 1 time(s)" in _text(_outputs(executed, "test-eval"))
+    assert _text(_outputs(executed, "verify-test-once")).startswith("OK")
+    # saved as a plain, merged model that reloads without peft and reproduces the predictions
+    assert "no adapter file" in _text(_outputs(executed, "merge-save"))
+    assert _text(_outputs(executed, "check-reload")).startswith("OK:")
