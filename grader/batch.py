@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from tqdm.auto import tqdm
 
-from .build import ANSWER_KEY
+from .course import ANSWER_KEY
 from .cancel import Cancellation, GradingInterrupted, cancel_on_sigint
 from .errors import ConfigError, UsageError
 from .fingerprint import file_digest, fingerprint, run_settings

@@ -20,17 +20,9 @@ from nbconvert.preprocessors import Preprocessor
 from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, ClearSolutions, LockCells
 from traitlets import Unicode
 
+from .course import (ANSWER_KEY, ANSWER_KEYS, GOING_FURTHER_ANSWER_KEY, GOING_FURTHER_TEMPLATE,  # noqa: F401
+                     NOTEBOOKS, ROOT, TEMPLATE)
 from .errors import NotebookInvalid, TemplateOutOfDate
-
-ROOT = Path(__file__).resolve().parent.parent
-ANSWER_KEY = ROOT / "answer_key" / "MLB_Project_FineTuning_AnswerKey.ipynb"
-TEMPLATE = ROOT / "notebooks" / "MLB_Project_FineTuning_Template.ipynb"
-# The optional bonus notebook (LoRA, a hyperparameter search, other datasets), built the same way.
-GOING_FURTHER_ANSWER_KEY = ROOT / "answer_key" / "MLB_Project_GoingFurther_AnswerKey.ipynb"
-GOING_FURTHER_TEMPLATE = ROOT / "notebooks" / "MLB_Project_GoingFurther_Template.ipynb"
-# Every (answer key, template) pair: `grade build` writes, and `grade build --check` checks, all of them.
-NOTEBOOKS = ((ANSWER_KEY, TEMPLATE), (GOING_FURTHER_ANSWER_KEY, GOING_FURTHER_TEMPLATE))
-ANSWER_KEYS = tuple(answer_key for answer_key, _ in NOTEBOOKS)
 
 STUB = ('raise NotImplementedError("TODO: replace this line with your code '
         '(see the TODO comment above), then run the cell again.")')

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 
 import nbformat
 
+from .course import LABELS
+
 CONTRACT_MIME = "application/vnd.finetune-grader.contract+json"
 CONTRACT_CELL_ID = "grader-contract"
 CONTRACT_TAG = "grader"
 CONTRACT_NAMES = ("test_metrics", "predictions", "SAVE_DIR")
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
-LABELS = ("negative", "positive")
 
 # Runs in the student's kernel. Names start with an underscore to stay out of the student's way.
 CONTRACT_CELL_SOURCE = f'''

@@ -92,7 +92,7 @@ def self_check_digests(answer_key: Path | None = None) -> frozenset[str]:
     """
     import nbformat
 
-    from .build import ANSWER_KEYS
+    from .course import ANSWER_KEYS
     digests = set()
     for path in [answer_key] if answer_key else ANSWER_KEYS:
         nb = nbformat.read(path, as_version=4)

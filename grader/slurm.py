@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from .build import ANSWER_KEY
+from .course import ANSWER_KEY
 from .cancel import Cancellation, cancel_on_sigint
 from .errors import GraderError, UsageError
 from .fingerprint import fingerprint

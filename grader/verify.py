@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .cancel import Cancellation
-from .contract import LABELS
+from .course import LABELS
 from .sandbox import Limits, Watchdog, kernel_environment
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

@@ -86,6 +86,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def saved_model_folder(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny BERT as a student saves it: a 2-label classifier and its tokenizer, in a student's folder."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("student") / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_parameters(tiny_model_dir, tiny_data_dir) -> dict:
     """Overrides that make the answer key train the tiny model in seconds."""
     return {"MODEL_NAME": str(tiny_model_dir), "LOCAL_DATA_DIR": str(tiny_data_dir), "SUBSET_SIZE": 300,

@@ -1,0 +1,42 @@
+"""What the programs that run inside the sandbox import: twice per student, so it must stay light.
+
+`python -P -m grader.confine` starts every sandboxed kernel and `python -P -m grader.verify` is the model
+check. Each imports the package `grader` first; when the package face imported the batch, every start paid
+for nbformat, nbconvert and nbgrader (about 4 s on the 2-core CI machine).
+"""
+import json
+import subprocess
+import sys
+
+from grader.course import ROOT
+
+HEAVY = ("nbformat", "nbconvert", "nbgrader", "jsonschema", "nbclient", "jupyter_client")
+
+
+def modules_after(code: str) -> set[str]:
+    """The top-level modules a fresh ``python -P`` holds after running ``code``."""
+    listing = "import sys, json; print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))"
+    done = subprocess.run([sys.executable, "-P", "-c", f"{code}\n{listing}"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, check=True)
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_kernel_wrapper_imports_nothing_heavy():
+    # what `python -m grader.confine` imports before it execs the kernel
+    assert not modules_after("import grader.confine") & set(HEAVY)
+
+
+def test_the_model_check_imports_nothing_heavy_even_after_checking_a_model(saved_model_folder, tmp_path):
+    hidden = tmp_path / "hidden.json"
+    hidden.write_text(json.dumps([{"text": "great product", "label": 1}, {"text": "awful product", "label": 0}]))
+    request = {"save_dir": str(saved_model_folder), "allowed_root": str(saved_model_folder.parent),
+               "hidden_set": str(hidden), "max_length": 32,
+               "predictions": [{"text": "great", "label": "positive", "confidence": 0.9}]}
+    found = modules_after(f"import grader.verify as v\nresult = v.verify({request!r})\nassert result.loaded, result")
+    assert "transformers" in found   # it did load the model: the list is not of an empty run
+    assert not found & set(HEAVY)
+
+
+def test_the_listing_sees_a_heavy_import():
+    # negative control: the check above would see nbformat if anything pulled it in
+    assert "nbformat" in modules_after("import grader.batch")
