@@ -194,26 +194,36 @@ def test_the_fixture_class_renders_in_chromium(fixture_class, browser, tmp_path)
     # what a hostile name and reason became: text, shown as written
     assert tab.evaluate("document.body.innerText.includes(%s)" % json.dumps(HOSTILE_NAME))
     assert tab.evaluate("document.body.innerText.includes('</td></tr></table>')")
-    screenshot = tab.screenshot(tmp_path / "class-report.png", height=2300)
+    screenshot = tab.screenshot(tmp_path / "class-report.png", height=2040)
     assert screenshot.stat().st_size > 50_000
     if os.environ.get("KIT_SCREENSHOTS"):   # refresh the docs' picture: KIT_SCREENSHOTS=docs
         shutil.copy(screenshot, ROOT / os.environ["KIT_SCREENSHOTS"] / "class-report.png")
 
 
-def test_the_browser_check_sees_an_injected_script(fixture_class, browser, tmp_path):
-    """Negative control: the same page with the escaping switched off lets the student's markup become elements,
-    and the rendered-page checks fail on it."""
-    unescaped = tmp_path / "out"
-    shutil.copytree(fixture_class, unescaped)
-    original = class_report.esc
-    try:
-        class_report.esc = lambda text: str(text)
-        write_class_report(unescaped)
-    finally:
-        class_report.esc = original
-    report = unescaped / REPORT_FILE
-    page = rendered(browser.open(report.as_uri()))
-    assert page["scripts"] > 1 or len(page["images"]) > PLOTS   # the name's <script> and <img> are elements now
+def unescaped_report(fixture_class: Path, target: Path, monkeypatch, policy: str | None = None) -> Path:
+    """The fixture class's report written with the escaping switched off (and another policy, when given)."""
+    shutil.copytree(fixture_class, target)
+    with monkeypatch.context() as patch:
+        patch.setattr(class_report, "esc", lambda text: str(text))
+        if policy is not None:
+            patch.setattr(class_report, "CONTENT_SECURITY_POLICY", policy)
+        write_class_report(target)
+    return target / REPORT_FILE
+
+
+def test_the_browser_check_sees_an_injected_script(fixture_class, browser, tmp_path, monkeypatch):
+    """Negative controls: with the escaping switched off, the student's markup becomes elements and the
+    rendered-page checks see them; the page's Content-Security-Policy still keeps their script from running
+    (it is refused, and says so); without that policy too, it runs."""
+    report = unescaped_report(fixture_class, tmp_path / "unescaped", monkeypatch)
+    tab = browser.open(report.as_uri())
+    page = rendered(tab)
+    assert page["scripts"] > 1 and len(page["images"]) > PLOTS   # the name's <script> and <img> are elements now
+    assert page["pwned"] is None
+    assert any("Content Security Policy" in line for line in tab.console()), tab.console()
+    report = unescaped_report(fixture_class, tmp_path / "open", monkeypatch,
+                              policy="default-src *; script-src * 'unsafe-inline'")
+    assert rendered(browser.open(report.as_uri()))["pwned"] in (1, 2)
 
 
 # --- from grading to the report ----------------------------------------------------------------------
