@@ -254,6 +254,10 @@ def find_submission(folder: Path, student_id: str, names: str):
 
 
 CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")   # cgroup v2: "quota period" in microseconds, or "max period"
+MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))  # v2, v1
+# What the grader's own process (and the page cache of the model it copies) needs beside the model check, in the
+# container: measured at 83 MB for the grader alone (benchmarks/gradescope_fit.py), with room to spare.
+GRADER_RESERVE = 400 * 2**20
 
 
 def container_cpus(cpu_max: Path = CPU_QUOTA) -> int:
@@ -269,6 +273,29 @@ def container_cpus(cpu_max: Path = CPU_QUOTA) -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def container_memory(files=MEMORY_LIMITS) -> int | None:
+    """The container's memory limit in bytes (its cgroup's), or None when it has none."""
+    for path in files:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:   # cgroup v1 writes a huge number for "no limit"
+            return int(text)
+    return None
+
+
+def check_limits(config: BundleConfig, container: int | None) -> Limits:
+    """The model check's limits: the zip's, with the memory kept under the container's. Gradescope kills a
+    container over its memory ("Killed", and no results.json); the grader's watchdog stops the check first,
+    and the student's result says why."""
+    limits = config.limits
+    if container is not None and container - GRADER_RESERVE < limits.memory_bytes:
+        limits = Limits(memory_bytes=max(container - GRADER_RESERVE, container // 2), max_processes=limits.max_processes,
+                        max_file_bytes=limits.max_file_bytes, disk_bytes=limits.disk_bytes)
+    return limits
 
 
 def grade_upload(root: Path, config: BundleConfig) -> GradeResult:
@@ -288,9 +315,11 @@ def grade_upload(root: Path, config: BundleConfig) -> GradeResult:
                                   "zip its submit cell wrote")
     if others:
         print(f"graded {submission.notebook.name}; other notebooks left aside: {', '.join(others)}")
+    limits = check_limits(config, container_memory())
+    print(f"the model check may use {limits.memory_bytes / 2**20:.0f} MB and {container_cpus()} CPU(s)")
     options = GradingOptions(output_dir=work, verify_submitted=True, rubric=load_rubric(source / RUBRIC_FILE),
                              max_length=config.max_length, verify_time_limit_s=config.verify_time_limit_s,
-                             limits=config.limits, sandbox=config.sandbox)
+                             limits=limits, sandbox=config.sandbox)
     options.jobs = max(1, (os.cpu_count() or 1) // container_cpus())   # the checks' threads: this container's CPUs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

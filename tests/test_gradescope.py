@@ -138,6 +138,20 @@ def test_the_requirements_are_pinned_to_what_is_installed_and_closed():
                 assert canonicalize_name(requirement.name) in pins, (name, text)
 
 
+def test_the_model_check_stays_under_the_containers_memory(tmp_path):
+    """Over its memory, Gradescope kills the container and no results.json is left: the check's own limit must
+    lie under the container's, so that the watchdog stops it first and the result says why."""
+    config = BundleConfig(memory_bytes=3 * 2**30)
+    (tmp_path / "memory.max").write_text("805306368\n")                  # Gradescope's default, 768 MB
+    container = gradescope.container_memory([tmp_path / "missing", tmp_path / "memory.max"])
+    assert container == 768 * 2**20
+    assert gradescope.check_limits(config, container).memory_bytes <= container - 300 * 2**20
+    (tmp_path / "memory.max").write_text("max\n")
+    assert gradescope.container_memory([tmp_path / "memory.max"]) is None
+    assert gradescope.check_limits(config, None).memory_bytes == 3 * 2**30
+    assert gradescope.check_limits(config, 8 * 2**30).memory_bytes == 3 * 2**30
+
+
 def test_run_writes_a_results_file_even_when_the_autograder_breaks(tmp_path):
     """Gradescope shows "The autograder failed to execute correctly" and nothing else when results.json is
     missing; a broken zip (here its config) must still give the student a result that says what happened."""
