@@ -258,6 +258,9 @@ MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/
 # What the grader's own process (and the page cache of the model it copies) needs beside the model check, in the
 # container: measured at 83 MB for the grader alone (benchmarks/gradescope_fit.py), with room to spare.
 GRADER_RESERVE = 400 * 2**20
+# What checking a DistilBERT-sized model takes (measured: 1.04 GB for the check, 1.13 GB with the grader, fp32 and
+# its bf16 copy, benchmarks/gradescope_fit.py): under this, the result says the container is too small.
+CHECK_NEEDS = 1100 * 2**20
 
 
 def container_cpus(cpu_max: Path = CPU_QUOTA) -> int:
@@ -298,8 +301,19 @@ def check_limits(config: BundleConfig, container: int | None) -> Limits:
     return limits
 
 
-def grade_upload(root: Path, config: BundleConfig) -> GradeResult:
-    """Grade /autograder/submission as ``grade --verify`` grades a student's folder."""
+def memory_note(limits: Limits) -> str:
+    """What to tell the student and the instructor when the container is too small for the course's model."""
+    if limits.memory_bytes >= CHECK_NEEDS:
+        return ""
+    return (f"This autograder's container leaves the model check {limits.memory_bytes / 2**20:.0f} MB; checking a "
+            f"DistilBERT-sized model takes about {CHECK_NEEDS / 2**20:.0f} MB. If the check was stopped for memory, "
+            "the autograder's settings are the cause, not your model: tell your instructor (Gradescope: the "
+            "assignment's Autograder Settings, memory of at least 2 GB).")
+
+
+def grade_upload(root: Path, config: BundleConfig) -> tuple[GradeResult, list[str]]:
+    """Grade /autograder/submission as ``grade --verify`` grades a student's folder; returns the result and
+    the notes for the student about the autograder itself."""
     import warnings
 
     from .batch import job_environment
@@ -312,11 +326,12 @@ def grade_upload(root: Path, config: BundleConfig) -> GradeResult:
     if submission is None:
         return GradeResult(student_id=student_id, notebook="", display_name=names, status=NOT_GRADABLE,
                            reason="no notebook (.ipynb) in the submission: upload the executed notebook and the model "
-                                  "zip its submit cell wrote")
+                                  "zip its submit cell wrote"), []
     if others:
         print(f"graded {submission.notebook.name}; other notebooks left aside: {', '.join(others)}")
     limits = check_limits(config, container_memory())
-    print(f"the model check may use {limits.memory_bytes / 2**20:.0f} MB and {container_cpus()} CPU(s)")
+    notes = [note] if (note := memory_note(limits)) else []
+    print(f"the model check may use {limits.memory_bytes / 2**20:.0f} MB and {container_cpus()} CPU(s)", *notes)
     options = GradingOptions(output_dir=work, verify_submitted=True, rubric=load_rubric(source / RUBRIC_FILE),
                              max_length=config.max_length, verify_time_limit_s=config.verify_time_limit_s,
                              limits=limits, sandbox=config.sandbox)
@@ -335,7 +350,7 @@ def grade_upload(root: Path, config: BundleConfig) -> GradeResult:
     result, _ = grade_submission(submission, options, source / HIDDEN_SET_FILE, work / "work",
                                  job_environment(None, options.jobs), sandbox)
     print(f"graded in {time.monotonic() - started:.1f} s, sandboxed: {sandbox.flags is not None}")
-    return result
+    return result, notes
 
 
 # --- results.json -------------------------------------------------------------------------------
@@ -356,8 +371,9 @@ def _metric_output(result: GradeResult, name: str, threshold: float, figures: bo
 
 
 def gradescope_results(result: GradeResult, rubric: Rubric, hidden_figures: str = "pass-fail",
-                       execution_time_s: float | None = None) -> dict:
-    """Gradescope's results.json for one result: a test per check, the hidden-set figures shown as chosen."""
+                       execution_time_s: float | None = None, notes: list[str] = ()) -> dict:
+    """Gradescope's results.json for one result: a test per check, the hidden-set figures shown as chosen;
+    ``notes`` (about the autograder itself) go in its output."""
     figures = hidden_figures != "pass-fail"
     metric_visibility = hidden_figures if hidden_figures in VISIBILITIES else "visible"
     checks = {check.name: check for check in result.checks}
@@ -382,6 +398,7 @@ def gradescope_results(result: GradeResult, rubric: Rubric, hidden_figures: str 
     summary += [f"Note: {problem}" for problem in result.contract_problems]
     if result.status == GRADER_ERROR:
         summary.append("This is the grader's fault, not yours: tell your instructor.")
+    summary += list(notes)
     extra = {"status": result.status, "mode": result.mode, "reason": result.reason}
     if figures and result.verification:
         extra.update(hidden_accuracy=result.verification.accuracy, hidden_f1=result.verification.f1,
@@ -415,10 +432,10 @@ def run(root: Path | None = None) -> int:
     try:
         config = load_config(root / "source")
         rubric = load_rubric(root / "source" / RUBRIC_FILE)
-        result = grade_upload(root, config)
+        result, notes = grade_upload(root, config)
         print(json.dumps(result.to_dict(), indent=1, default=str))   # the instructor's log (stdout is hidden)
         write_results(results_file, gradescope_results(result, rubric, config.hidden_figures,
-                                                       time.monotonic() - started))
+                                                       time.monotonic() - started, notes))
     except Exception as error:  # whatever broke, Gradescope gets a results.json that says so
         traceback.print_exc(file=sys.stdout)
         write_results(results_file, failed_results(f"{type(error).__name__}: {error}"[:500]))

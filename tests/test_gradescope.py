@@ -150,6 +150,11 @@ def test_the_model_check_stays_under_the_containers_memory(tmp_path):
     assert gradescope.container_memory([tmp_path / "memory.max"]) is None
     assert gradescope.check_limits(config, None).memory_bytes == 3 * 2**30
     assert gradescope.check_limits(config, 8 * 2**30).memory_bytes == 3 * 2**30
+    # too small for the course's model: the student reads that it is the autograder's setting
+    note = gradescope.memory_note(gradescope.check_limits(config, container))
+    assert "not your model" in note and "at least 2 GB" in note
+    assert "not your model" in gradescope_results(a_result(), load_rubric(), notes=[note])["output"]
+    assert gradescope.memory_note(gradescope.check_limits(config, 8 * 2**30)) == ""
 
 
 def test_run_writes_a_results_file_even_when_the_autograder_breaks(tmp_path):
