@@ -493,7 +493,14 @@ def _cell(text: str, sort: str | None = None, numeric: bool = False) -> str:
     return f"<td{attributes}>{text}</td>"
 
 
-def _figure_cell(value: float | None) -> str:
+def finite(value) -> float | None:
+    """A figure to show: a finite number, else None (a result's figures are the notebook's, whatever it printed)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        else None
+
+
+def _figure_cell(value) -> str:
+    value = finite(value)
     return _cell(figure_text(value), "" if value is None else repr(round(value, 6)), numeric=True)
 
 

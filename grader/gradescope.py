@@ -147,6 +147,9 @@ KIT_SUFFIXES = (".py", ".toml")
 
 def kit_files() -> list[tuple[Path, str]]:
     """(file, its name in the zip) for the grader package and the answer keys."""
+    missing = [path for path in ANSWER_KEYS if not path.is_file()]
+    if missing:   # a grader installed without its checkout has no answer keys beside it
+        raise UsageError(f"{missing[0]} is missing: run grade gradescope build from the kit's checkout")
     package = ROOT / "grader"
     files = [(path, f"{KIT}/{path.relative_to(ROOT)}") for path in sorted(package.rglob("*"))
              if path.is_file() and path.suffix in KIT_SUFFIXES and "__pycache__" not in path.parts]

@@ -190,8 +190,8 @@ def test_the_browser_check_sees_an_injected_script(fixture_class, browser, tmp_p
 # --- from grading to the report ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory, saved_model_folder, tiny_data_dir, tiny_parameters):
-    """A real `grade --verify` run of four tiny-BERT submissions: an honest one, an untrained one, one that
-    reports figures its model does not reach, and a file that is no notebook."""
+    """A real `grade --verify` run of three submissions: an honest one (a tiny BERT trained here), an untrained
+    one that reports figures its model does not reach, and a file that is no notebook."""
     from verify_submissions import trained_copy, write_submission
 
     from grader import GradingOptions, grade_submissions
@@ -202,8 +202,7 @@ def graded_class(tmp_path_factory, saved_model_folder, tiny_data_dir, tiny_param
     test_csv = tiny_data_dir / "test.csv"
     submissions = root / "submissions"
     write_submission(submissions / "honest", trained, test_csv)
-    write_submission(submissions / "untrained", saved_model_folder, test_csv)
-    write_submission(submissions / "claims-more", saved_model_folder, test_csv,
+    write_submission(submissions / "claims-more", saved_model_folder, test_csv,   # untrained, and claims 0.99
                      reported={"accuracy": 0.99, "precision": 0.99, "recall": 0.99, "f1": 0.99})
     (submissions / "not-a-notebook.ipynb").write_text("{ this is not json")
     options = GradingOptions(output_dir=root / "out", hidden_set=test_csv, hidden_size=100, hidden_seed=7,
