@@ -38,14 +38,26 @@ class Chromium:
 
     def __init__(self, timeout_s: float = 60.0):
         self.timeout_s = timeout_s
-        self.next_id = 0
-        self.buffer = b""
-        self.events: list[dict] = []
+        self.next_id, self.buffer, self.events = 0, b"", []
 
     def __enter__(self) -> "Chromium":
+        """Start Chromium and wait for its first answer. A browser that dies while starting (seen once here, on a
+        machine short of memory) is started once more; its log goes into the error if that fails too."""
         executable = chromium_path()
         if executable is None:
             raise BrowserError("chromium is not installed (apt-get install chromium)")
+        for attempt in (1, 2):
+            self._start(executable)
+            try:
+                self.send("Browser.getVersion")
+                return self
+            except (BrowserError, OSError):   # no answer, or the pipe already closed (a broken pipe)
+                self._stop()
+                if attempt == 2:
+                    raise
+
+    def _start(self, executable: str) -> None:
+        self.next_id, self.buffer, self.events = 0, b"", []
         self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
         self.log = open(Path(self.profile) / "chromium.log", "w+")   # the browser's own messages, for errors
         commands_read, self.commands = os.pipe()      # we write commands; Chromium reads them on fd 3
@@ -64,9 +76,11 @@ class Chromium:
             preexec_fn=on_fds_3_and_4, close_fds=False, start_new_session=True)
         os.close(commands_read)
         os.close(answers_write)
-        return self
 
     def __exit__(self, *exc) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
         try:
             self.send("Browser.close", wait=False)
             self.process.wait(timeout=10)
