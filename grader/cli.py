@@ -50,7 +50,7 @@ def grading_parser() -> argparse.ArgumentParser:
         "check the saved model on a hidden set, write a gradebook and feedback.",
         epilog="`grade build [--check]` builds the student template from the answer key instead, "
                "`grade report OUT` rebuilds the class report, `grade gradescope build` writes a Gradescope "
-               "autograder (to grade a folder named build, report or gradescope, write ./build).")
+               "autograder (to grade a folder of one of those names, write ./build, ./report or ./gradescope).")
     parser.add_argument("submissions", type=Path, help="folder of notebooks, of student folders, "
                         "or an unzipped Canvas submissions download")
     parser.add_argument("-o", "--output", type=Path, default=_default("output_dir"),
