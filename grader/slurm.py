@@ -44,6 +44,7 @@ from typing import Callable
 
 from .course import ANSWER_KEY
 from .cancel import Cancellation, cancel_on_sigint
+from .class_report import write_class_report_after_grading
 from .errors import GraderError, UsageError
 from .fingerprint import fingerprint
 from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission
@@ -236,11 +237,14 @@ def collect(output_dir: str | Path) -> list[GradeResult]:
     out = OutputFolder(Path(output_dir))
     if not out.results.is_dir():
         raise UsageError(f"{out.root} holds no results")
+    rubric = None   # the prepared run's; else the one the class report kept (grader.class_report)
     with output_folder_lock(out):
         results = {path.stem: result for path in sorted(out.results.glob("*.json"))
                    if (result := out.load_result(path.stem)) is not None}
         if (out.private / RUN_FILE).is_file():
-            for task in load_run(out)["tasks"]:
+            run = load_run(out)
+            rubric = options_from_dict(run["options"]).rubric
+            for task in run["tasks"]:
                 submission = task_submission(task)
                 if current_result(out, submission, task["fingerprint"]) is None:
                     results[submission.student_id] = GradeResult.for_submission(
@@ -248,6 +252,7 @@ def collect(output_dir: str | Path) -> list[GradeResult]:
                         reason="no result: its task has not finished, or ended without writing one; a rerun grades it")
         ordered = sorted(results.values(), key=lambda r: r.student_id)
         out.write_gradebooks(ordered)
+        write_class_report_after_grading(out.root, rubric)
     return ordered
 
 

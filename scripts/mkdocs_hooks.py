@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("", "build", "one", "collect")   # `grade`, then each subcommand, in the order the reference shows them
+COMMANDS = ("", "build", "one", "collect", "report", "gradescope build")   # `grade`, then each subcommand, in order
 
 
 def command_help(command: str) -> str:
-    arguments = [command] if command else []
+    arguments = command.split()
     done = subprocess.run([sys.executable, "-m", "grader.cli", *arguments, "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "COLUMNS": "100"})
     if done.returncode != 0:
