@@ -99,7 +99,11 @@ class Chromium:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise BrowserError("Chromium did not answer in time")
-            ready, _, _ = select.select([self.answers], [], [], left)
+            # poll, not select: select() refuses a descriptor above 1023, which a
+            # test process that has started many kernels can hand out.
+            poller = select.poll()
+            poller.register(self.answers, select.POLLIN)
+            ready = poller.poll(left * 1000)
             if ready:
                 chunk = os.read(self.answers, 1 << 20)
                 if not chunk:
