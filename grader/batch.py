@@ -192,7 +192,7 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
     Slurm job array, one task per pending student (``grader.slurm``); the same files come out of both."""
     options = options or GradingOptions()
     validate_options(options)
-    discovery = discover(Path(folder))
+    discovery = discover(Path(folder), output_dir=Path(options.output_dir))
     out = OutputFolder(options.output_dir)
     batch = BatchResult(skipped=discovery.skipped, output_dir=out.root)
     with output_folder_lock(out):

@@ -139,7 +139,8 @@ def find_task(run: dict, notebook: Path) -> tuple[Submission, str]:
     for task in run["tasks"]:
         if Path(task["notebook"]) == wanted:
             return task_submission(task), task["fingerprint"]
-    for submission in discover(Path(run["submissions"])).submissions:   # a student the run did not list as pending
+    found = discover(Path(run["submissions"]), output_dir=Path(run["options"]["output_dir"])).submissions
+    for submission in found:   # a student the run did not list as pending
         if Path(os.path.abspath(submission.notebook)) == wanted:
             model = submission.model if run["options"].get("verify_submitted") else None   # as grader.batch
             return submission, fingerprint(submission.notebook, run["settings"], model)
