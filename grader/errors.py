@@ -30,6 +30,10 @@ class NotebookInvalid(GraderError):
     """A file that is not a readable Jupyter notebook."""
 
 
+class SubmissionUnreadable(GraderError):
+    """A notebook the machine failed to read (EMFILE, EIO): the student's result is a retried grader error."""
+
+
 class ParametersCellNotFound(GraderError):
     """Overrides were given but the notebook has no parameters cell to put them after."""
 
