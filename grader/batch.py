@@ -10,9 +10,12 @@ unless ``force`` regrades everyone. One run at a time writes into an output fold
 ``jobs`` notebooks run at once, each in its own kernel with its share of the CPU threads; with
 several GPUs they are handed round, one per job when there are enough.
 
-Ctrl-C stops the run: no student starts, the running kernels and verifiers are stopped, those
-students are saved as not graded (a rerun grades them), the gradebook is written, and
+Ctrl-C (or SIGTERM) stops the run: no student starts, the running kernels and verifiers are stopped,
+those students are saved as not graded (a rerun grades them), the gradebook is written, and
 ``GradingInterrupted`` (a KeyboardInterrupt) is raised.
+
+A machine fault of the output folder (a full disk, a read-only folder) stops the run as well: the
+gradebook is rewritten from the results on disk, where it can be, and ``OutputUnwritable`` is raised.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import os
 import queue
 import secrets
 import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,13 +34,13 @@ from typing import TYPE_CHECKING, Iterator
 from tqdm.auto import tqdm
 
 from .course import ANSWER_KEY
-from .cancel import Cancellation, GradingInterrupted, cancel_on_sigint
+from .cancel import Cancellation, GradingInterrupted, cancel_on_signals
 from .class_report import write_class_report_after_grading
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, NoSubmissions, OutputUnwritable, UsageError
 from .fingerprint import file_digest, fingerprint, run_settings
 from .hidden import load_hidden_set, write_hidden_set
 from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission, threads_per_job
-from .report import OutputFolder, write_atomic
+from .report import OutputFolder, output_fault, write_atomic
 from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
 from .sandbox import SandboxPlan, bubblewrap_flags, plan_sandbox
 from .submissions import Submission, discover
@@ -65,15 +69,35 @@ class BatchResult:
         return sum(result.passed for result in self.results)
 
 
-def visible_gpus() -> list[str]:
-    """GPU ids to hand out, one per job, honouring CUDA_VISIBLE_DEVICES when it is set."""
+def visible_gpus(driver_listing: Path = Path("/proc/driver/nvidia/gpus"), dev: Path = Path("/dev")) -> list[str]:
+    """GPU ids to hand out, one per job: CUDA_VISIBLE_DEVICES when it is set, else every GPU of the machine.
+
+    Counted without importing torch (some 300 MB of the grader's own memory, and seconds): nvidia-smi's
+    list, else the NVIDIA driver's folder per GPU, else the /dev/nvidiaN nodes. Numbered 0.. in PCI order,
+    as nvidia-smi numbers them and as the kernels see them (CUDA_DEVICE_ORDER=PCI_BUS_ID).
+    """
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
         return [gpu for gpu in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if gpu.strip()]
+    listed = nvidia_smi_gpus()
+    if listed is not None:
+        return listed
     try:
-        import torch
-        return [str(index) for index in range(torch.cuda.device_count())]
-    except ImportError:
-        return []
+        count = len(list(driver_listing.iterdir())) or len(list(dev.glob("nvidia[0-9]*")))
+    except OSError:
+        count = len(list(dev.glob("nvidia[0-9]*")))
+    return [str(index) for index in range(count)]
+
+
+def nvidia_smi_gpus() -> list[str] | None:
+    """The GPUs' indices as nvidia-smi lists them, or None without a working nvidia-smi."""
+    try:
+        listing = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if listing.returncode != 0:
+        return None
+    return [line.strip() for line in listing.stdout.splitlines() if line.strip().isdigit()]
 
 
 def validate_options(options: GradingOptions) -> None:
@@ -112,8 +136,12 @@ def job_environment(gpu: str | None, jobs: int) -> dict:
 @contextmanager
 def output_folder_lock(out: OutputFolder) -> Iterator[None]:
     """Held for a whole run: two runs writing into one folder would interleave their results."""
-    out.private.mkdir(parents=True, exist_ok=True)
-    with open(out.private / LOCK_FILE, "w") as handle:   # closing it releases the lock, even on a crash
+    try:
+        out.private.mkdir(parents=True, exist_ok=True)
+        handle = open(out.private / LOCK_FILE, "w")
+    except OSError as error:   # a read-only or full disk: the instructor's message, not a traceback
+        raise output_fault(out.private / LOCK_FILE, error) from error
+    with handle:   # closing it releases the lock, even on a crash
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -166,87 +194,144 @@ def not_graded(submission: Submission) -> GradeResult:
     return GradeResult.for_submission(submission, status=INTERRUPTED, reason=INTERRUPTED_REASON)
 
 
+OUTPUT_FAULT_REASON = ("not graded: the run stopped when the output folder could not be written; "
+                       "a rerun grades this student")
+
+
+def results_on_disk(out: OutputFolder, submissions: list[Submission], fingerprints: dict[str, str]) -> list[GradeResult]:
+    """The class as the output folder holds it: each student's saved result when it is current, else a
+    retried row saying why there is none, so that nobody is missing from the gradebook silently."""
+    rows = []
+    for submission in submissions:
+        saved = out.load_result(submission.student_id)
+        current = saved is not None and saved.fingerprint == fingerprints.get(submission.student_id)
+        rows.append(saved if current else
+                    GradeResult.for_submission(submission, status=GRADER_ERROR, reason=OUTPUT_FAULT_REASON))
+    return rows
+
+
+def after_output_fault(out: OutputFolder, submissions: list[Submission], fingerprints: dict[str, str]) -> str:
+    """Rewrite the gradebooks from the results on disk, as far as the machine lets; says how it went."""
+    rows = results_on_disk(out, submissions, fingerprints)
+    saved = sum(row.reason != OUTPUT_FAULT_REASON for row in rows)
+    try:
+        out.write_gradebooks(rows)
+    except OutputUnwritable as fault:
+        return (f"the gradebook could not be rewritten either ({fault.__cause__ or fault}); once the folder can be "
+                f"written, `grade collect {out.root}` rebuilds it from the {saved} result(s) saved, and a rerun "
+                "grades the others")
+    return (f"the gradebook was rewritten from the {saved} result(s) saved, which a rerun keeps; "
+            f"it grades the {len(rows) - saved} other student(s)")
+
+
+def no_submissions_text(folder: Path, discovery) -> str:
+    text = (f"no notebook to grade in {folder}: it holds no .ipynb file, no student folder with one, "
+            "and no unzipped Canvas download")
+    if discovery.skipped:
+        path, reason = discovery.skipped[0]
+        text += f" ({len(discovery.skipped)} entr{'y' if len(discovery.skipped) == 1 else 'ies'} skipped, " \
+                f"such as {Path(path).name}: {reason})"
+    return text
+
+
 def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
                       progress: bool = True, slurm: "SlurmOptions | None" = None) -> BatchResult:
     """Grade every submission in ``folder``: here, ``options.jobs`` at a time, or with ``slurm`` as a
     Slurm job array, one task per pending student (``grader.slurm``); the same files come out of both."""
     options = options or GradingOptions()
     validate_options(options)
-    discovery = discover(Path(folder))
+    discovery = discover(Path(folder), output_dir=Path(options.output_dir))
+    if not discovery.submissions:
+        raise NoSubmissions(no_submissions_text(Path(folder), discovery))
     out = OutputFolder(options.output_dir)
     batch = BatchResult(skipped=discovery.skipped, output_dir=out.root)
+    fingerprints: dict[str, str] = {}
+    cancellation = Cancellation()
     with output_folder_lock(out):
-        # Drawn even when all could resume: an earlier result stands only if measured on this very sample.
-        measures = options.execute or options.verify_submitted   # a model is measured on the hidden set
-        hidden_file = draw_hidden_set(out, options) if measures and discovery.submissions else None
-        sandboxed = measures and options.sandbox != "off" and bubblewrap_flags()[0] is not None
-        settings = run_settings(options, file_digest(hidden_file) if hidden_file else "", sandboxed)
-        fingerprints = {s.student_id: fingerprint(s.notebook, settings, s.model if options.verify_submitted else None)
-                        for s in discovery.submissions}
-        pending = resume(batch, out, discovery.submissions, fingerprints, options.force)
-
-        if pending and measures:
-            # Invisible to every kernel: other students' work and results, their notebooks, the answer
-            # key and the hidden set (its file, and the grader's copy under the output folder).
-            batch.sandbox = plan_sandbox(options.sandbox, parameters=options.parameters,
-                                         hidden=[out.root, Path(folder), ANSWER_KEY.parent, options.hidden_set])
-
-        tokens = job_tokens(options.jobs)
-        cancellation = Cancellation()
-
-        def run_one(submission: Submission) -> GradeResult:
-            if cancellation.cancelled:  # still queued when the run was interrupted
-                result, executed = not_graded(submission), None
-            else:
-                result, executed = grade_with_a_token(submission)
-            result.fingerprint = fingerprints[submission.student_id]
-            out.save(result, executed, options.rubric)
-            return result
-
-        def grade_with_a_token(submission: Submission):
-            gpu = tokens.get()
-            workdir = out.work / submission.student_id
-            try:
-                result, executed = grade_submission(submission, options, hidden_file, workdir,
-                                                    job_environment(gpu, options.jobs), batch.sandbox,
-                                                    cancellation=cancellation)
-            except Exception as error:  # a bug in the grader must not lose the rest of the class
-                reason = f"internal grader error: {type(error).__name__}: {error}"
-                result, executed = GradeResult.for_submission(submission, status=GRADER_ERROR, reason=reason), None
-            finally:
-                tokens.put(gpu)
-            if cancellation.cancelled:  # stopped part-way: whatever came out of it is not a grade
-                result, executed = not_graded(submission), None
-            if not options.keep_work:
-                shutil.rmtree(workdir, ignore_errors=True)
-            return result, executed
-
-        def record(result: GradeResult) -> None:
-            batch.results.append(result)
-            (batch.interrupted if result.status == INTERRUPTED else batch.graded_now).append(result.student_id)
-            if not cancellation.cancelled:  # after Ctrl-C, written once, below
-                out.write_gradebooks(batch.results)
-            bar.set_postfix_str(f"{result.student_id}: {result.total:g}/{result.max_total:g}")
-            bar.update()
-
-        if slurm is not None:
-            from .slurm import grade_on_slurm
-            with cancel_on_sigint(cancellation), \
-                    tqdm(total=len(pending), desc="Grading on Slurm", unit="notebook", disable=not progress) as bar:
-                batch.slurm_job = grade_on_slurm(Path(folder), pending, fingerprints, settings, hidden_file, out,
-                                                 options, slurm, cancellation, record)
-        else:
-            with cancel_on_sigint(cancellation), ThreadPoolExecutor(max_workers=options.jobs) as pool, \
-                    tqdm(total=len(pending), desc="Grading", unit="notebook", disable=not progress) as bar:
-                try:
-                    for future in as_completed([pool.submit(run_one, submission) for submission in pending]):
-                        record(future.result())
-                except BaseException:
-                    cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
-                    raise
-        out.write_gradebooks(batch.results)
-        write_class_report_after_grading(out.root, options.rubric)
+        try:
+            grade_pending(batch, Path(folder), discovery.submissions, fingerprints, out, options, slurm,
+                          cancellation, progress)
+        except OutputUnwritable as fault:
+            aftermath = after_output_fault(out, discovery.submissions, fingerprints)
+            raise OutputUnwritable(f"{fault}. The run stopped: {aftermath}") from fault
     batch.results.sort(key=lambda r: r.student_id)
     if cancellation.cancelled:
-        raise GradingInterrupted(batch)
+        raise GradingInterrupted(batch, cancellation.signal_number)
     return batch
+
+
+def grade_pending(batch: BatchResult, folder: Path, submissions: list[Submission], fingerprints: dict[str, str],
+                  out: OutputFolder, options: GradingOptions, slurm: "SlurmOptions | None",
+                  cancellation: Cancellation, progress: bool) -> None:
+    """Resume what still stands, grade the others into ``batch`` (each saved as it is graded), then write
+    the gradebooks. ``fingerprints`` is filled in as soon as they are known."""
+    # Drawn even when all could resume: an earlier result stands only if measured on this very sample.
+    measures = options.execute or options.verify_submitted   # a model is measured on the hidden set
+    hidden_file = draw_hidden_set(out, options) if measures else None
+    sandboxed = measures and options.sandbox != "off" and bubblewrap_flags()[0] is not None
+    settings = run_settings(options, file_digest(hidden_file) if hidden_file else "", sandboxed)
+    fingerprints.update({s.student_id: fingerprint(s.notebook, settings, s.model if options.verify_submitted else None)
+                         for s in submissions})
+    pending = resume(batch, out, submissions, fingerprints, options.force)
+
+    if pending and measures:
+        # Invisible to every kernel: other students' work and results, their notebooks, the answer
+        # key and the hidden set (its file, and the grader's copy under the output folder).
+        batch.sandbox = plan_sandbox(options.sandbox, parameters=options.parameters,
+                                     hidden=[out.root, folder, ANSWER_KEY.parent, options.hidden_set])
+
+    tokens = job_tokens(options.jobs)
+
+    def run_one(submission: Submission) -> GradeResult:
+        if cancellation.cancelled:  # still queued when the run was interrupted
+            result, executed = not_graded(submission), None
+        else:
+            result, executed = grade_with_a_token(submission)
+        result.fingerprint = fingerprints[submission.student_id]
+        out.save(result, executed, options.rubric)
+        return result
+
+    def grade_with_a_token(submission: Submission):
+        gpu = tokens.get()
+        workdir = out.work / submission.student_id
+        try:
+            result, executed = grade_submission(submission, options, hidden_file, workdir,
+                                                job_environment(gpu, options.jobs), batch.sandbox,
+                                                cancellation=cancellation)
+        except Exception as error:  # a bug in the grader must not lose the rest of the class
+            reason = f"internal grader error: {type(error).__name__}: {error}"
+            result, executed = GradeResult.for_submission(submission, status=GRADER_ERROR, reason=reason), None
+        finally:
+            tokens.put(gpu)
+        if cancellation.cancelled:  # stopped part-way: whatever came out of it is not a grade
+            result, executed = not_graded(submission), None
+        if not options.keep_work:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return result, executed
+
+    def record(result: GradeResult) -> None:
+        batch.results.append(result)
+        (batch.interrupted if result.status == INTERRUPTED else batch.graded_now).append(result.student_id)
+        if not cancellation.cancelled:  # after Ctrl-C, written once, below
+            out.write_gradebooks(batch.results)
+        bar.set_postfix_str(f"{result.student_id}: {result.total:g}/{result.max_total:g}")
+        bar.update()
+
+    if slurm is not None:
+        from .slurm import grade_on_slurm
+        with cancel_on_signals(cancellation), \
+                tqdm(total=len(pending), desc="Grading on Slurm", unit="notebook", disable=not progress) as bar:
+            batch.slurm_job = grade_on_slurm(folder, pending, fingerprints, settings, hidden_file, out,
+                                             options, slurm, cancellation, record)
+    else:
+        with cancel_on_signals(cancellation), ThreadPoolExecutor(max_workers=options.jobs) as pool, \
+                tqdm(total=len(pending), desc="Grading", unit="notebook", disable=not progress) as bar:
+            try:
+                for future in as_completed([pool.submit(run_one, submission) for submission in pending]):
+                    record(future.result())
+            except BaseException:
+                cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
+                pool.shutdown(wait=False, cancel_futures=True)   # nor start those still queued
+                raise
+    out.write_gradebooks(batch.results)
+    write_class_report_after_grading(out.root, options.rubric)

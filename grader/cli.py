@@ -6,20 +6,26 @@
     grade collect OUT               rebuild the gradebooks from OUT's results
     grade report OUT                rebuild OUT/report.html, the class report, from OUT's results
     grade gradescope build          write the Gradescope autograder zip (grader.gradescope)
+
+Exit codes: 0 done; 1 a grader error; 2 the command cannot run as given (a bad option, no notebook
+found, no hidden set); 74 the output folder cannot be written (a full disk, read-only); 130 Ctrl-C;
+143 SIGTERM, which is handled as Ctrl-C is. See docs/batch.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import signal
 import sys
+import threading
 import unicodedata
 import warnings
 from pathlib import Path
 
 from . import build, class_report, slurm_cli
 from .batch import BatchResult, grade_submissions
-from .cancel import GradingInterrupted
+from .cancel import GradingInterrupted, exit_code, raise_terminated
 from .errors import GraderError, UsageError
 from .parameters import parse_override
 from .pipeline import GradingOptions
@@ -202,34 +208,47 @@ def show_warning(message, category, filename, lineno, file=None, line=None, _def
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     warnings.showwarning = show_warning
+    # SIGTERM (kill, a scheduler, a container's end) as Ctrl-C: during a batch it cancels the run; before
+    # one it raises Terminated, a KeyboardInterrupt. Only the main thread may set a handler.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if main_thread else None
     try:
-        if argv[:1] == ["build"]:
-            return build_main(argv[1:])
-        if argv[:1] == ["report"]:
-            return report_main(argv[1:])
-        if argv[:1] == ["gradescope"]:
-            from . import gradescope
-            return gradescope.main(argv[1:])
-        if argv[:1] in (["one"], ["collect"]):
-            return (slurm_cli.one_main if argv[0] == "one" else slurm_cli.collect_main)(argv[1:])
-        args = grading_parser().parse_args(argv)
-        batch = grade_submissions(args.submissions, options_from_args(args), progress=not args.quiet,
-                                  slurm=slurm_cli.slurm_options_from_args(args))
-        print_summary(batch)
-        if args.prepare_tasks:
-            print(slurm_cli.prepared_text(args.output))
-        return 0
+        return run(argv)
     except GraderError as error:
         print(f"grade: error: {error}", file=sys.stderr)
         return error.exit_code
     except GradingInterrupted as interrupted:
         batch = interrupted.batch
-        print(f"grade: interrupted; {len(batch.interrupted)} student(s) not graded, so listed in "
+        what = "interrupted" if interrupted.signal_number == signal.SIGINT else "stopped by SIGTERM"
+        print(f"grade: {what}; {len(batch.interrupted)} student(s) not graded, so listed in "
               f"{batch.output_dir / 'gradebook.csv'}; a rerun grades them", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("grade: interrupted; results written so far are kept, and a rerun resumes", file=sys.stderr)
-        return 130
+        return exit_code(interrupted)
+    except KeyboardInterrupt as interrupt:   # before a batch started, or in a command without one
+        what = "interrupted" if exit_code(interrupt) == 128 + signal.SIGINT else "stopped by SIGTERM"
+        print(f"grade: {what}; results written so far are kept, and a rerun resumes", file=sys.stderr)
+        return exit_code(interrupt)
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run(argv: list[str]) -> int:
+    if argv[:1] == ["build"]:
+        return build_main(argv[1:])
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
+    if argv[:1] == ["gradescope"]:
+        from . import gradescope
+        return gradescope.main(argv[1:])
+    if argv[:1] in (["one"], ["collect"]):
+        return (slurm_cli.one_main if argv[0] == "one" else slurm_cli.collect_main)(argv[1:])
+    args = grading_parser().parse_args(argv)
+    batch = grade_submissions(args.submissions, options_from_args(args), progress=not args.quiet,
+                              slurm=slurm_cli.slurm_options_from_args(args))
+    print_summary(batch)
+    if args.prepare_tasks:
+        print(slurm_cli.prepared_text(args.output))
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,12 +22,30 @@ class ConfigError(UsageError):
     """A rubric or parameter file that cannot be used."""
 
 
+class NoSubmissions(UsageError):
+    """The submissions folder holds no notebook to grade."""
+
+
+class HiddenSetUnavailable(UsageError):
+    """The default hidden set comes from the Hub, which could not be reached; a local CSV is needed."""
+
+
 class SandboxUnavailable(UsageError):
     """``--sandbox require`` was asked for, and bubblewrap cannot run here."""
 
 
+class OutputUnwritable(GraderError):
+    """The output folder cannot be written: a full disk, a read-only folder, an I/O error."""
+
+    exit_code = 74   # EX_IOERR of sysexits.h: the machine, not the command, is at fault
+
+
 class NotebookInvalid(GraderError):
     """A file that is not a readable Jupyter notebook."""
+
+
+class SubmissionUnreadable(GraderError):
+    """A notebook the machine failed to read (EMFILE, EIO): the student's result is a retried grader error."""
 
 
 class ParametersCellNotFound(GraderError):

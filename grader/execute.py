@@ -6,6 +6,7 @@ a dead kernel, an exceeded limit or a failing cell are all facts in the returned
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import os
@@ -15,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 from nbclient import NotebookClient
@@ -109,13 +111,31 @@ class Execution:
         return not (self.timed_out or self.kernel_died)
 
 
-class ConfinedKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernel command starts inside the sandbox (``command_prefix``)."""
+class GraderKernelManager(AsyncKernelManager):
+    """A kernel manager that names the kernel's process the moment it exists (``on_launch``), so that the
+    watchdog holds it before anything else of the start can fail; with a ``command_prefix``, the kernel
+    command starts inside the sandbox."""
 
     command_prefix: list[str] = []
+    on_launch: Callable[[int], object] | None = None
 
     def format_kernel_cmd(self, extra_arguments=None):
         return [*self.command_prefix, *super().format_kernel_cmd(extra_arguments)]
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        # jupyter_client's documented override point. What follows the launch (the connection file, the
+        # control socket, the client's channels) can fail, out of file descriptors for one.
+        try:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+        finally:
+            process = kernel_process(self)
+            if process is not None and self.on_launch is not None:
+                self.on_launch(process.pid)
+
+
+def kernel_process(km: AsyncKernelManager):
+    """The kernel's process as its manager started it (a ``Popen``: bubblewrap's, when confined), or None."""
+    return getattr(km.provisioner, "process", None) if km.provisioner is not None else None
 
 
 class CappedOutputClient(NotebookClient):
@@ -152,11 +172,11 @@ def assigned_gpus(env: dict | None) -> list[str] | None:
     return None if visible is None else [gpu.strip() for gpu in visible.split(",") if gpu.strip()]
 
 
-def kernel_manager(kernel_name: str, confinement: Confinement | None, limits: Limits) -> AsyncKernelManager:
+def kernel_manager(kernel_name: str, confinement: Confinement | None, limits: Limits) -> GraderKernelManager:
     """A kernel in the sandbox (talking over Unix sockets: it has no network), or a plain one."""
     if confinement is None:
-        return AsyncKernelManager(kernel_name=kernel_name)
-    km = ConfinedKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(confinement.kernel_dir / "ipc"),
+        return GraderKernelManager(kernel_name=kernel_name)
+    km = GraderKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(confinement.kernel_dir / "ipc"),
                                connection_file=str(confinement.kernel_dir / "kernel.json"))
     km.command_prefix = confinement.bwrap_command(limits)
     return km
@@ -178,26 +198,31 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, time_limit_s: 
     confinement = (Confinement(workdir, kernel_dir, sandbox, gpus=assigned_gpus(env))
                    if sandbox is not None and sandbox.flags is not None else None)
     watchdog = Watchdog(limits, workdir)
-    client = CappedOutputClient(
-        nb, max_output_bytes=max_output_bytes, watchdog=watchdog, allow_errors=True,
-        km=kernel_manager(kernel_name, confinement, limits),
-        # Each cell may use what is left of the notebook's time; past that the kernel is shut down.
-        timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
-        resources={"metadata": {"path": str(workdir)}}, record_timing=False)
-    execution = Execution(notebook=nb, duration_s=0.0, sandboxed=confinement is not None)
-    client.on_cell_start = lambda cell, cell_index: setattr(execution, "last_cell_index", cell_index)
     cancellation = cancellation or Cancellation()
+    km = kernel_manager(kernel_name, confinement, limits)
 
-    def start_watching(**_):
-        watchdog.watch(client.km.provisioner.pid)
+    def start_watching(pid: int) -> None:
+        watchdog.watch(pid)
         if cancellation.cancelled:  # cancelled while the kernel started, when there was nothing to stop yet
             watchdog.stop_kernel("")
 
-    client.on_notebook_start = start_watching
+    km.on_launch = start_watching
+    client = CappedOutputClient(
+        nb, max_output_bytes=max_output_bytes, watchdog=watchdog, allow_errors=True, km=km,
+        # Each cell may use what is left of the notebook's time; past that the kernel is shut down.
+        timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
+        # A failed start is cleaned up by nbclient too: at once, not after a polite 5 s wait.
+        shutdown_kernel="immediate",
+        resources={"metadata": {"path": str(workdir)}}, record_timing=False)
+    execution = Execution(notebook=nb, duration_s=0.0, sandboxed=confinement is not None)
+    client.on_cell_start = lambda cell, cell_index: setattr(execution, "last_cell_index", cell_index)
     started = time.monotonic()
+    # An event loop of this notebook's own, closed at the end: nbclient would otherwise keep one per thread.
+    loop = asyncio.new_event_loop()
     try:
         with cancellation.register(lambda: watchdog.stop_kernel("")):
-            client.execute(env=kernel_environment(env, sandboxed=confinement is not None))
+            loop.run_until_complete(
+                client.async_execute(env=kernel_environment(env, sandboxed=confinement is not None)))
     except CellTimeoutError:
         execution.timed_out = True
     except DeadKernelError:
@@ -206,12 +231,65 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, time_limit_s: 
         # nbclient leaves an atexit clean-up behind that fails loudly when the kernel never started.
         atexit.unregister(client._cleanup_kernel)
         watchdog.finish()
+        loop.run_until_complete(release_kernel(client, km))
+        close_loop(loop)
         shutil.rmtree(kernel_dir, ignore_errors=True)
         execution.duration_s = time.monotonic() - started
         execution.output_truncated = client.output_truncated
         execution.limit_exceeded = watchdog.exceeded
     execution.errors = cell_errors(nb)
     return execution
+
+
+KERNEL_CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+
+
+async def release_kernel(client: NotebookClient, km: GraderKernelManager) -> None:
+    """Release all that a kernel's start made, even a start that failed part-way, once the kernel is killed.
+
+    nbclient does this only for a kernel manager of its own making, and the grader makes its own: left
+    alone, each student would keep ~19 file descriptors (the client's sockets, ZeroMQ's context), two
+    threads (the heartbeat's, ZeroMQ's) and a zombie (the kernel's process, never waited on). Each step
+    is tried on its own, so that one failing (out of file descriptors) does not keep the others.
+    """
+    kc = client.kc
+    for name in KERNEL_CHANNELS if kc is not None else ():
+        channel = getattr(kc, f"_{name}_channel", None)   # the property would create a channel that never was
+        if channel is not None:
+            _quietly(channel.stop if channel.is_alive() else channel.close)
+    process = kernel_process(km)
+    if process is not None:
+        _quietly(process.kill)   # the watchdog's kill, again, in case it could not see the process
+        _quietly(lambda: process.wait(timeout=30))
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                _quietly(pipe.close)
+        if process.returncode is not None:
+            km.provisioner.process = None
+    try:
+        await km.cleanup_resources()   # the control socket, the connection file, the ZeroMQ context
+    except Exception:
+        pass
+    if km._created_context and not km.context.closed:   # left by a clean-up that failed part-way
+        _quietly(lambda: km.context.destroy(linger=0))
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Close the notebook's event loop, with whatever an interrupted execution left pending on it."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+
+
+def _quietly(step: Callable[[], object]) -> None:
+    try:
+        step()
+    except Exception:   # already closed, already reaped: nothing left to release
+        pass
 
 
 def cell_errors(nb: nbformat.NotebookNode) -> list[CellError]:

@@ -10,7 +10,7 @@ import json
 import random
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, HiddenSetUnavailable
 
 HUB_DATASET = "fancyzhx/amazon_polarity"
 
@@ -36,9 +36,17 @@ def _rows_from_csv(path: Path) -> list[dict]:
 
 
 def _rows_from_hub() -> list[dict]:
-    from datasets import load_dataset
+    try:
+        from datasets import load_dataset
 
-    test = load_dataset(HUB_DATASET, split="test")
+        test = load_dataset(HUB_DATASET, split="test")
+    except Exception as error:  # offline, the Hub down, datasets missing: all mean "pass a local CSV"
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        raise HiddenSetUnavailable(
+            f"the default hidden set is a sample of the Hugging Face Hub's {HUB_DATASET} test split, and it could "
+            f"not be loaded ({type(error).__name__}: {first_line}). Without the Hub, pass a local CSV with "
+            "--hidden-set FILE (columns label,title,content; label 0 = negative), e.g. Amazon Polarity's test.csv"
+        ) from error
     return [{"text": review_text(row["title"], row["content"]), "label": int(row["label"])} for row in test]
 
 

@@ -16,6 +16,7 @@ A student's problem at any step becomes their result with a reason; it never rai
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import time
@@ -26,10 +27,10 @@ import nbformat
 
 from .cancel import Cancellation
 from .contract import Contract, append_contract_cell, read_contract
-from .errors import GraderError, NotebookInvalid
+from .errors import GraderError, NotebookInvalid, SubmissionUnreadable
 from .execute import Execution, assigned_gpus, execute_notebook
 from .parameters import inject_parameters
-from .results import INTERRUPTED, NOT_GRADABLE, GradeResult
+from .results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, GradeResult
 from .rubric import Rubric, check, disagrees, load_rubric, no_todo_check, notebook_errors
 from .sandbox import HIDDEN_SET_INSIDE, MB, Limits, SandboxPlan, verifier_prefix
 from .submissions import Submission
@@ -71,18 +72,46 @@ def threads_per_job(jobs: int) -> int:
 
 # 1 ------------------------------------------------------------------------------------------
 def read_submission(path: Path) -> nbformat.NotebookNode:
-    if path.is_symlink():  # a link could point at the answer key, or at another student's notebook
-        raise NotebookInvalid("the submission is a link to another file, not a notebook of its own")
-    if path.stat().st_size > MAX_NOTEBOOK_BYTES:
-        raise NotebookInvalid(f"the notebook is over {MAX_NOTEBOOK_BYTES // 1_000_000} MB")
+    """The student's notebook, validated. A notebook that is not valid raises ``NotebookInvalid``, a final
+    verdict; a file the machine failed to read (out of file descriptors, an I/O error, a network file
+    system's hiccup) raises ``SubmissionUnreadable``: nothing is wrong with the notebook, a rerun retries."""
     try:
-        nb = nbformat.read(path, as_version=4)
+        if path.is_symlink():  # a link could point at the answer key, or at another student's notebook
+            raise NotebookInvalid("the submission is a link to another file, not a notebook of its own")
+        if path.stat().st_size > MAX_NOTEBOOK_BYTES:
+            raise NotebookInvalid(f"the notebook is over {MAX_NOTEBOOK_BYTES // 1_000_000} MB")
+        data = path.read_bytes()
+    except OSError as error:
+        raise SubmissionUnreadable(f"the grader could not read the notebook ({os_error_text(error)}); "
+                                   "a rerun grades it") from error
+    return parse_notebook(data)
+
+
+JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true or false",
+              type(None): "null"}
+
+
+def parse_notebook(data: bytes) -> nbformat.NotebookNode:
+    try:
+        text = data.decode("utf-8")
+        if not text.lstrip().startswith("{"):   # valid JSON, perhaps, but not an object: say what it is
+            kind = JSON_KINDS.get(type(json.loads(text)), "not an object")
+            raise NotebookInvalid(f"not a valid Jupyter notebook: the file holds {kind} in JSON, where a notebook "
+                                  "is a JSON object with its cells")
+        nb = nbformat.reads(text, as_version=4)
         nbformat.validate(nb)
+    except NotebookInvalid:
+        raise
     except Exception as error:  # nbformat raises JSON, validation and encoding errors alike
         raise NotebookInvalid(f"not a valid Jupyter notebook: {str(error).splitlines()[0][:200]}") from error
     if not any(cell.cell_type == "code" for cell in nb.cells):
         raise NotebookInvalid("the notebook has no code cells")
     return nb
+
+
+def os_error_text(error: OSError) -> str:
+    """``[Errno 24] Too many open files``, without the file's path (the grader's, not the student's)."""
+    return f"[Errno {error.errno}] {error.strerror}" if error.strerror else str(error)
 
 
 # 2 ------------------------------------------------------------------------------------------
@@ -271,6 +300,9 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
         result.verification = verify(contract, workdir, hidden_set_file, options, env, sandbox, cancellation)
         score(result, nb, run_check(result, execution), contract, result.verification, options.rubric)
         return result, execution.notebook
+    except SubmissionUnreadable as error:  # the machine's fault, not the notebook's: retried
+        result.status, result.reason = GRADER_ERROR, str(error)
+        return result, None
     except GraderError as error:  # a notebook that cannot be graded at all
         result.status, result.reason = NOT_GRADABLE, str(error)
         return result, None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -365,17 +366,26 @@ class Watchdog:
         self.limits, self.folder, self.poll_s, self.disk_every_s = limits, folder, poll_s, disk_every_s
         self.exceeded = ""            # what was exceeded, in words for the student
         self._root: psutil.Process | None = None
+        self._pid: int | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="grader-watchdog", daemon=True)
 
     def watch(self, pid: int) -> None:
-        self._root = psutil.Process(pid)
-        self._thread.start()
+        """Hold process ``pid`` and what it starts from now on. Never raises: the pid is kept even when
+        psutil cannot open the process (out of file descriptors), so that ``finish`` still kills it."""
+        self._pid = pid
+        try:
+            self._root = psutil.Process(pid)
+            self._thread.start()
+        except (psutil.Error, OSError, RuntimeError):   # RuntimeError: no thread to be had
+            pass
 
     def _tree(self) -> list[psutil.Process]:
+        if self._root is None:
+            return []
         try:
             return [self._root, *self._root.children(recursive=True)]
-        except psutil.Error:
+        except (psutil.Error, OSError):
             return []
 
     def _run(self) -> None:
@@ -413,18 +423,23 @@ class Watchdog:
         for _ in range(3):
             tree = self._tree()
             if not tree:
-                return
+                break
             for process in tree:
                 try:
                     process.kill()
-                except psutil.Error:
+                except (psutil.Error, OSError):
                     pass
             time.sleep(0.05)
+        if self._root is None and self._pid is not None:   # psutil never held it: the pid alone, then
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def finish(self) -> None:
         """Stop watching; nothing the kernel started may outlive it."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        if self._root is not None:
+        if self._pid is not None:
             self._kill_tree()

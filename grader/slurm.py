@@ -31,11 +31,9 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
@@ -43,7 +41,7 @@ from pathlib import Path
 from typing import Callable
 
 from .course import ANSWER_KEY
-from .cancel import Cancellation, cancel_on_sigint
+from .cancel import Cancellation, cancel_on_signals
 from .class_report import write_class_report_after_grading
 from .errors import GraderError, UsageError
 from .fingerprint import fingerprint
@@ -140,7 +138,8 @@ def find_task(run: dict, notebook: Path) -> tuple[Submission, str]:
     for task in run["tasks"]:
         if Path(task["notebook"]) == wanted:
             return task_submission(task), task["fingerprint"]
-    for submission in discover(Path(run["submissions"])).submissions:   # a student the run did not list as pending
+    found = discover(Path(run["submissions"]), output_dir=Path(run["options"]["output_dir"])).submissions
+    for submission in found:   # a student the run did not list as pending
         if Path(os.path.abspath(submission.notebook)) == wanted:
             model = submission.model if run["options"].get("verify_submitted") else None   # as grader.batch
             return submission, fingerprint(submission.notebook, run["settings"], model)
@@ -183,13 +182,10 @@ def grade_one(output_dir: str | Path, notebook: str | Path | None = None, index:
     # This task's share of the machine: the verifier's and the kernel's threads follow options.jobs.
     options.jobs = max(1, (os.cpu_count() or 1) // task_threads())
     cancellation = Cancellation()
-    # A scheduler stops a task with SIGTERM (Slurm's time limit and scancel, a pod's end). Only the main
-    # thread may set a handler; called from another, the caller's own stop applies.
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: cancellation.cancel()) if main else None
     workdir = out.work / submission.student_id
     try:
-        with cancel_on_sigint(cancellation):
+        # A scheduler stops a task with SIGTERM (Slurm's time limit and scancel, a pod's end), as Ctrl-C does.
+        with cancel_on_signals(cancellation):
             try:
                 hidden = [out.root, Path(run["submissions"]), ANSWER_KEY.parent, options.hidden_set]
                 measures = options.execute or options.verify_submitted   # as grader.batch: else nothing runs
@@ -213,8 +209,6 @@ def grade_one(output_dir: str | Path, notebook: str | Path | None = None, index:
             result.fingerprint = student_fingerprint
             out.save(result, executed, options.rubric)
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
         if not options.keep_work:
             shutil.rmtree(workdir, ignore_errors=True)
     return result

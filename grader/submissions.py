@@ -17,6 +17,7 @@ notebook (``alice.ipynb`` and ``alice-model.zip``). The newest is taken when the
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
@@ -25,16 +26,18 @@ from pathlib import Path
 
 from .errors import UsageError
 
-# ``name`` is Canvas's lastfirst: letters of any script (müllerjürgen), digits and hyphens.
+# ``name`` is Canvas's lastfirst: letters of any script with their combining marks (müllerjürgen, शर्मा,
+# สมศรี), digits and hyphens, which ``canvas_name`` checks: Python's \w has no combining marks.
 CANVAS_NAME = re.compile(
-    r"^(?P<name>(?:[^\W_]|-)+?)(?:_late)?_(?P<user_id>\d+)_(?P<submission_id>\d+)_(?P<file>.+?)(?:-(?P<attempt>\d+))?\.ipynb$",
+    r"^(?P<name>[^_]+?)(?:_late)?_(?P<user_id>\d+)_(?P<submission_id>\d+)_(?P<file>.+?)(?:-(?P<attempt>\d+))?\.ipynb$",
     re.IGNORECASE)
 MAX_ID_BYTES = 100        # well under the 255 bytes of a file name, with room for .ipynb, .html, .json
 HASH_DIGITS = 8
 # Not submissions: Jupyter's autosaved copies, and the resource forks macOS adds to a zip.
 NEVER_SUBMISSIONS = {".ipynb_checkpoints", "__MACOSX"}
-CANVAS_FILE = re.compile(r"^(?:[^\W_]|-)+?(?:_late)?_(?P<user_id>\d+)_\d+_(?P<file>.+?)(?:-(?P<attempt>\d+))?"
+CANVAS_FILE = re.compile(r"^(?P<name>[^_]+?)(?:_late)?_(?P<user_id>\d+)_\d+_(?P<file>.+?)(?:-(?P<attempt>\d+))?"
                          r"\.(?P<suffix>zip|json)$", re.IGNORECASE)
+OUTPUT_MARKER = ".grader"   # the private part of every grader output folder (grader.report.OutputFolder)
 SUBMISSION_FILE = "submission.json"   # Canvas adds its prefix: doejane_4242_9001_submission.json
 
 
@@ -85,17 +88,45 @@ def readable_name(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+def canvas_match(pattern: re.Pattern, file_name: str) -> re.Match | None:
+    """The Canvas parts of a file name, or None when it is not Canvas's. NFC first: a name unzipped on macOS
+    spells ü as u and a combining diaeresis, and Hangul as its letters' parts."""
+    match = pattern.match(unicodedata.normalize("NFC", file_name))
+    return match if match and all(_is_name_character(char) for char in match["name"]) else None
+
+
+def _is_name_character(char: str) -> bool:
+    """Letters, combining marks (a vowel sign, a virama: categories Mn and Mc), digits, and hyphens."""
+    return unicodedata.category(char)[0] in "LMN" or char == "-"
+
+
 def _from_file(path: Path) -> Submission:
-    # NFC: a name unzipped on macOS may spell ü as u and a combining diaeresis.
-    match = CANVAS_NAME.match(unicodedata.normalize("NFC", path.name))
+    match = canvas_match(CANVAS_NAME, path.name)
     if match:
         return Submission(student_id=safe_id(match["user_id"]), notebook=path, display_name=match["name"],
                           canvas_user_id=match["user_id"], attempt=int(match["attempt"] or 0))
     return Submission(student_id=safe_id(path.stem), notebook=path, display_name=readable_name(path.stem))
 
 
-def _from_folder(folder: Path, discovery: Discovery) -> Submission | None:
-    notebooks = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+def _is_output_folder(path: Path, output_dir: Path | None) -> bool:
+    """Whether ``path`` is a grader output folder: this run's (-o), or any other one, known by its private part."""
+    return (output_dir is not None and _same_place(path, output_dir)) or (path / OUTPUT_MARKER).is_dir()
+
+
+def _same_place(path: Path, other: Path) -> bool:
+    return os.path.realpath(path) == os.path.realpath(other)
+
+
+def _in_output_folder(notebook: Path, folder: Path, output_dir: Path | None) -> bool:
+    """Whether ``notebook``, found under a student's ``folder``, lies in a grader output folder there."""
+    return any(_is_output_folder(parent, output_dir) for parent in notebook.parents if parent != folder
+               and parent.is_relative_to(folder))
+
+
+def _from_folder(folder: Path, discovery: Discovery, output_dir: Path | None = None) -> Submission | None:
+    # Never the grader's own files: the executed copies and working folders of an output folder inside.
+    notebooks = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
+                       and not _in_output_folder(p, folder, output_dir))
     if not notebooks:
         discovery.skipped.append((str(folder), "a folder without a notebook"))
         return None
@@ -131,7 +162,7 @@ def _model_in_folder(folder: Path) -> Path | None:
 def _owner(file: Path, found: list[Submission]) -> Submission | None:
     """Whose a flat zip or submission.json is: the Canvas user's of its id, or else the plain notebook
     whose name it starts with, the longest such name (``alice_bob-model.zip`` is alice_bob's, not alice's)."""
-    match = CANVAS_FILE.match(unicodedata.normalize("NFC", file.name))
+    match = canvas_match(CANVAS_FILE, file.name)
     if match:
         return next((s for s in found if s.canvas_user_id == match["user_id"]), None)
     if file.suffix.lower() != ".zip":
@@ -157,10 +188,16 @@ def _holds_a_notebook(entry: Path) -> bool:
     return entry.suffix.lower() == ".ipynb"
 
 
-def _from_entry(entry: Path, discovery: Discovery) -> Submission | None:
+def _from_entry(entry: Path, discovery: Discovery, output_dir: Path | None = None) -> Submission | None:
     """The submission one entry of the folder holds, or None, with the reason in ``discovery.skipped``."""
     if entry.name in NEVER_SUBMISSIONS or (entry.name.startswith(".") and not _holds_a_notebook(entry)):
         return None   # .DS_Store, .git: no one's work
+    if output_dir is not None and _same_place(entry, output_dir):
+        return None   # this run's own output folder (cd submissions && grade .): its executed copies are no one's
+    if entry.is_dir() and not entry.is_symlink() and _is_output_folder(entry, None):
+        discovery.skipped.append((str(entry), f"a grader output folder (it holds {OUTPUT_MARKER}/), "
+                                              "not a student's work"))
+        return None
     if entry.name.startswith("."):   # macOS's ._name.ipynb, or a name hiding itself: said, not graded
         kind = "folder" if entry.is_dir() else "file"
         discovery.skipped.append((str(entry), f"a hidden {kind} (its name starts with a dot)"))
@@ -169,7 +206,7 @@ def _from_entry(entry: Path, discovery: Discovery) -> Submission | None:
         discovery.skipped.append((str(entry), "a link to a folder, not a student's own folder"))
         return None
     if entry.is_dir():
-        return _from_folder(entry, discovery)
+        return _from_folder(entry, discovery, output_dir)
     if entry.suffix.lower() == ".ipynb":
         return _from_file(entry)
     discovery.skipped.append((str(entry), "not a notebook"))
@@ -212,14 +249,23 @@ def _distinct_ids(submissions: list[Submission]) -> list[Submission]:
     return distinct
 
 
-def discover(folder: Path) -> Discovery:
+def discover(folder: Path, output_dir: Path | None = None) -> Discovery:
+    """The submissions in ``folder``. Nothing in ``output_dir`` (the run's output folder), nor in any other
+    grader output folder, is a submission: from the second run of ``grade .`` on, it holds executed copies."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder of submissions")
+    if output_dir is not None and (_same_place(folder, output_dir) or _inside(folder, output_dir)):
+        raise UsageError(f"the submissions folder {folder} lies in the output folder {output_dir}: "
+                         "grade the students' folder, and write the results elsewhere (-o)")
     discovery = Discovery()
     entries = sorted(folder.iterdir())
-    found = [submission for entry in entries if (submission := _from_entry(entry, discovery))]
+    found = [submission for entry in entries if (submission := _from_entry(entry, discovery, output_dir))]
     found, paired = _pair_models(found, [e for e in entries if e.is_file() and _is_model_candidate(e)])
     discovery.skipped = [(path, reason) for path, reason in discovery.skipped if Path(path) not in paired]
     discovery.submissions = sorted(_distinct_ids(_newest_attempts(found, discovery)), key=lambda s: s.student_id)
     return discovery
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))

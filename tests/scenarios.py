@@ -349,3 +349,61 @@ def write_scenarios(folder: Path, names=None, targets: Targets | None = None) ->
             EDITS[name](nb)
             nbformat.write(nb, path)
     return folder
+
+
+# --- fast fixtures: a class of students that each cost seconds, not a training run ------------
+def _typo_in_resume_import(nb):
+    # As typed: transformers_ for transformers. (else that cell alone imports transformers, seconds of CPU)
+    _replace(nb, "resume", "from transformers.trainer_utils import", "from transformers_trainer_utils import")
+
+
+def typos_in_imports(nb):
+    """The imports fail on their first line, and the checkpoint cell's too: every cell fails at once."""
+    _replace(nb, "imports", "import json\n", "import jsonn\n")
+    _typo_in_resume_import(nb)
+
+
+def typos_after_os_import(nb):
+    """The imports fail after ``os``: SAVE_DIR is still defined, so the model check runs (and finds no model)."""
+    _replace(nb, "imports", "import matplotlib.pyplot as plt", "import matplotlib.pyplott as plt")
+    _typo_in_resume_import(nb)
+
+
+def exits_before_the_imports(nb):
+    """A stray ``os._exit`` (copied from a script) after the first cell: the kernel dies at once."""
+    _insert_after(nb, "install", "import os\nos._exit(0)")
+
+
+FAST_EDITS = {"typos-in-imports": typos_in_imports, "typos-after-os-import": typos_after_os_import,
+              "exits-before-the-imports": exits_before_the_imports}
+# Canvas's lastfirst in several scripts, combining marks (Mn, Mc) among them; the NFD spellings are the
+# ones a zip unpacked on macOS gives.
+CANVAS_NAMES = ["doejane", "müllerjürgen", "शर्माप्रिया", "ศรีสุขสมชาย", "முருகன்கவிதா", "nguyễnthị", "김민준",
+                "o-brienseán", "ἀλέξανδρος"]
+
+
+def canvas_file_name(index: int, name: str) -> str:
+    """A Canvas download's file name for student ``index``: lastfirst_userid_submissionid_file.ipynb."""
+    return f"{name}_{10_000 + index}_{900_000 + index}_MLB_Project_FineTuning_Template.ipynb"
+
+
+def write_fast_class(folder: Path, count: int, edits=tuple(FAST_EDITS), canvas: bool = True) -> Path:
+    """``count`` fast-failing students made from the answer key by the named ``edits`` in turn, under Canvas
+    download names (half of them spelled NFD, as macOS unzips them) or plain ``student-N.ipynb`` names."""
+    import unicodedata
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = nbformat.read(ANSWER_KEY, as_version=4)
+    made = {}
+    for name in edits:
+        made[name] = copy.deepcopy(key)
+        FAST_EDITS[name](made[name])
+    for index in range(count):
+        nb = made[edits[index % len(edits)]]
+        if canvas:
+            name = CANVAS_NAMES[index % len(CANVAS_NAMES)]
+            file_name = unicodedata.normalize("NFD" if index % 2 else "NFC", canvas_file_name(index, name))
+        else:
+            file_name = f"student-{index:03d}.ipynb"
+        nbformat.write(nb, folder / file_name)
+    return folder

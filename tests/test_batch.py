@@ -2,6 +2,8 @@
 only results that still stand, the output folder's lock, and the hidden sample's private seed."""
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -223,3 +225,42 @@ def test_a_grade_made_without_the_sandbox_is_regraded_once_it_can_run(tmp_path, 
     again = grade_submissions(folder, hidden_options(tiny_data_dir, tmp_path / "out", force=False, sandbox="require"),
                               progress=False)
     assert again.graded_now == ["ann"] and again.resumed == []
+
+
+# --- counting GPUs without torch -----------------------------------------------------------------
+def fake_nvidia_smi(folder, listing: str, exit_code: int = 0):
+    folder.mkdir(exist_ok=True)
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\nprintf '{listing}'\nexit {exit_code}\n")
+    script.chmod(0o755)
+    return folder
+
+
+def test_gpus_are_counted_by_nvidia_smi_then_the_driver_then_the_device_nodes(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    driver, dev = tmp_path / "gpus", tmp_path / "dev"
+    driver.mkdir()
+    dev.mkdir()
+    for name in ("0000:17:00.0", "0000:65:00.0"):
+        (driver / name).mkdir()
+    for name in ("nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-uvm"):
+        (dev / name).touch()
+    monkeypatch.setenv("PATH", str(fake_nvidia_smi(tmp_path / "smi", "0\\n1\\n2\\n3\\n")))
+    assert batch_module.visible_gpus(driver, dev) == ["0", "1", "2", "3"]
+    monkeypatch.setenv("PATH", str(fake_nvidia_smi(tmp_path / "broken", "No devices were found\\n", 6)))
+    assert batch_module.visible_gpus(driver, dev) == ["0", "1"]     # the driver's folder per GPU
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert batch_module.visible_gpus(driver, dev) == ["0", "1"]
+    assert batch_module.visible_gpus(tmp_path / "no-driver", dev) == ["0", "1", "2"]   # the device nodes
+    assert batch_module.visible_gpus(tmp_path / "no-driver", tmp_path) == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert batch_module.visible_gpus(driver, dev) == ["3", "1"]
+
+
+def test_several_jobs_do_not_import_torch_to_count_gpus():
+    code = ("import importlib.util, sys\nfrom grader import batch\nbatch.job_tokens(2)\n"
+            "print('torch' in sys.modules, importlib.util.find_spec('torch') is not None)")
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    # torch is installed (else not importing it would prove nothing), and counting GPUs did not import it.
+    assert done.stdout.split() == ["False", "True"], done.stdout + done.stderr[-2000:]

@@ -1,6 +1,7 @@
 import os
 import unicodedata
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -151,3 +152,80 @@ def test_a_dangling_notebook_link_in_a_students_folder_does_not_stop_discovery(t
     found = discover(tmp_path)
     assert [(s.student_id, s.notebook.name) for s in found.submissions] == [("alice", "project.ipynb"),
                                                                             ("bob", "bob.ipynb")]
+
+
+# --- Canvas names in every script ------------------------------------------------------------------
+# Canvas's lastfirst with combining marks (categories Mn and Mc): Devanagari vowel signs and virama,
+# Thai and Tamil vowel signs, Vietnamese and Greek accents; and Hangul, whose NFD is its letters' parts.
+CANVAS_NAMES = ["शर्माप्रिया", "ศรีสุขสมชาย", "முருகன்கவிதா", "nguyễnthị", "ἀλέξανδρος", "김민준", "müllerjürgen"]
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+@pytest.mark.parametrize("name", CANVAS_NAMES)
+def test_canvas_names_with_combining_marks_are_canvas_files(tmp_path, name, form):
+    file_name = unicodedata.normalize(form, f"{name}_31337_900001_MLB_Project_FineTuning_Template.ipynb")
+    touch(tmp_path / file_name)
+    found = discover(tmp_path)
+    assert [(s.student_id, s.canvas_user_id, s.display_name) for s in found.submissions] == [
+        ("31337", "31337", unicodedata.normalize("NFC", name))]
+
+
+def test_a_resubmission_spelled_in_another_normal_form_is_the_same_student(tmp_path):
+    touch(tmp_path / unicodedata.normalize("NFD", "शर्माप्रिया_4242_900001_MLB_Project-1.ipynb"))
+    newest = touch(tmp_path / unicodedata.normalize("NFC", "शर्माप्रिया_4242_900002_MLB_Project-2.ipynb"))
+    found = discover(tmp_path)
+    assert [(s.student_id, s.notebook) for s in found.submissions] == [("4242", newest)]
+
+
+def test_a_name_with_other_characters_is_still_no_canvas_file(tmp_path):
+    """Negative control: a space or a dot in the name part is not Canvas's lastfirst."""
+    touch(tmp_path / "doe jane_4242_900001_MLB_Project.ipynb")
+    touch(tmp_path / "doe.jane_4343_900001_MLB_Project.ipynb")
+    found = discover(tmp_path)
+    assert [s.canvas_user_id for s in found.submissions] == ["", ""]
+
+
+# --- never the grader's own output ----------------------------------------------------------------
+def test_grading_the_current_folder_twice_never_grades_the_output_folder(tmp_path, monkeypatch):
+    """`cd submissions && grade .` writes grade-results/ there; the second run must not find a student in it."""
+    from grader import cli
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in ("ann", "bob"):
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), subs / f"{name}.ipynb")
+    monkeypatch.chdir(subs)
+    for _ in range(2):
+        assert cli.main([".", "--no-execute", "-q", "--force"]) == 0
+    assert (subs / "grade-results" / "executed" / "ann.ipynb").is_file()   # the output folder is there
+    with open(subs / "grade-results" / "gradebook.csv", encoding="utf-8") as handle:
+        students = [line.split(",")[0] for line in handle.read().splitlines()[1:]]
+    assert students == ["ann", "bob"]
+    assert discover(subs, output_dir=Path("grade-results")).skipped == []   # said nothing about its own folder
+
+
+def test_another_grader_output_folder_is_skipped_with_a_reason(tmp_path):
+    touch(tmp_path / "ann.ipynb")
+    touch(tmp_path / "last-year" / "executed" / "old.ipynb")
+    (tmp_path / "last-year" / ".grader").mkdir()
+    touch(tmp_path / "bob" / "final.ipynb")
+    touch(tmp_path / "bob" / "results-copy" / "executed" / "someone-else.ipynb")
+    (tmp_path / "bob" / "results-copy" / ".grader").mkdir()
+    found = discover(tmp_path, output_dir=tmp_path / "out")
+    assert [(s.student_id, s.notebook.name) for s in found.submissions] == [("ann", "ann.ipynb"), ("bob", "final.ipynb")]
+    assert found.skipped == [(str(tmp_path / "last-year"), "a grader output folder (it holds .grader/), "
+                                                           "not a student's work")]
+
+
+def test_a_folder_like_an_output_folder_but_without_its_marker_is_a_student(tmp_path):
+    """Negative control: only the marker makes an output folder; a student's folder named 'results' is theirs."""
+    touch(tmp_path / "results" / "executed" / "mine.ipynb")
+    assert [s.student_id for s in discover(tmp_path, output_dir=tmp_path / "out").submissions] == ["results"]
+
+
+def test_submissions_inside_the_output_folder_are_refused(tmp_path):
+    touch(tmp_path / "out" / "executed" / "ann.ipynb")
+    with pytest.raises(UsageError, match="lies in the output folder"):
+        discover(tmp_path / "out" / "executed", output_dir=tmp_path / "out")
+    with pytest.raises(UsageError, match="lies in the output folder"):
+        discover(tmp_path / "out", output_dir=tmp_path / "out")
