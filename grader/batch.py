@@ -34,6 +34,7 @@ from .cancel import Cancellation, GradingInterrupted, cancel_on_sigint
 from .errors import ConfigError, UsageError
 from .fingerprint import file_digest, fingerprint, run_settings
 from .hidden import load_hidden_set, write_hidden_set
+from .integrity import ClassReview, write_class_review
 from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission, threads_per_job
 from .report import OutputFolder, write_atomic
 from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
@@ -58,6 +59,7 @@ class BatchResult:
     output_dir: Path = Path()
     sandbox: SandboxPlan = SandboxPlan(flags=None)
     slurm_job: str | None = None                            # the array job, when graded on Slurm
+    review: ClassReview | None = None                       # the class's integrity review (grader.integrity)
 
     @property
     def passed(self) -> int:
@@ -84,6 +86,8 @@ def validate_options(options: GradingOptions) -> None:
         raise UsageError("--verify checks the submitted model; --no-execute reads saved outputs only: choose one")
     if options.hidden_set is not None and not Path(options.hidden_set).is_file():
         raise UsageError(f"the hidden evaluation set {options.hidden_set} does not exist")
+    if not (0 < options.integrity.near_identical_agreement <= 1 and 0 <= options.integrity.plausible_accuracy <= 1):
+        raise UsageError("--near-identical must lie in (0, 1] and --plausible-accuracy in [0, 1]")
 
 
 def job_tokens(jobs: int) -> queue.Queue:
@@ -243,7 +247,9 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
                 except BaseException:
                     cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
                     raise
-        out.write_gradebooks(batch.results)
+        # Recomputed from every result, those resumed included: a flag depends on the whole class.
+        batch.review = write_class_review(out, batch.results, options)
+        out.write_gradebooks(batch.results, batch.review)
     batch.results.sort(key=lambda r: r.student_id)
     if cancellation.cancelled:
         raise GradingInterrupted(batch)

@@ -46,6 +46,7 @@ from .course import ANSWER_KEY
 from .cancel import Cancellation, cancel_on_sigint
 from .errors import GraderError, UsageError
 from .fingerprint import fingerprint
+from .integrity import IntegritySettings, write_class_review
 from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission
 from .report import OutputFolder, write_atomic
 from .results import GRADER_ERROR, INTERRUPTED, GradeResult
@@ -96,6 +97,8 @@ def options_from_dict(data: dict) -> GradingOptions:
     data = {key: value for key, value in data.items() if key in known}
     data["rubric"] = Rubric(**data["rubric"])
     data["limits"] = Limits(**data["limits"])
+    if "integrity" in data:   # a run prepared by an older grader has none: the defaults
+        data["integrity"] = IntegritySettings(**data["integrity"])
     for name in ("output_dir", "hidden_set"):
         if data.get(name) is not None:
             data[name] = Path(data[name])
@@ -247,7 +250,9 @@ def collect(output_dir: str | Path) -> list[GradeResult]:
                         submission, status=GRADER_ERROR,
                         reason="no result: its task has not finished, or ended without writing one; a rerun grades it")
         ordered = sorted(results.values(), key=lambda r: r.student_id)
-        out.write_gradebooks(ordered)
+        # The class's review, as after a local run: from every result here, with the run's settings if known.
+        options = options_from_dict(load_run(out)["options"]) if (out.private / RUN_FILE).is_file() else GradingOptions()
+        out.write_gradebooks(ordered, write_class_review(out, ordered, options))
     return ordered
 
 
