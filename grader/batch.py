@@ -60,6 +60,7 @@ class BatchResult:
     sandbox: SandboxPlan = SandboxPlan(flags=None)
     slurm_job: str | None = None                            # the array job, when graded on Slurm
     review: ClassReview | None = None                       # the class's integrity review (grader.integrity)
+    audit: dict | None = None                               # the spot audit of this run (grader.audit)
 
     @property
     def passed(self) -> int:
@@ -88,6 +89,10 @@ def validate_options(options: GradingOptions) -> None:
         raise UsageError(f"the hidden evaluation set {options.hidden_set} does not exist")
     if not (0 < options.integrity.near_identical_agreement <= 1 and 0 <= options.integrity.plausible_accuracy <= 1):
         raise UsageError("--near-identical must lie in (0, 1] and --plausible-accuracy in [0, 1]")
+    if options.audit < 0:
+        raise UsageError("--audit must be a number of students, 0 or more")
+    if options.audit and not options.verify_submitted:
+        raise UsageError("--audit re-runs students of a verify-mode batch to check what they submitted: add --verify")
 
 
 def job_tokens(jobs: int) -> queue.Queue:
@@ -175,6 +180,9 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
     Slurm job array, one task per pending student (``grader.slurm``); the same files come out of both."""
     options = options or GradingOptions()
     validate_options(options)
+    if slurm is not None and options.audit:
+        raise UsageError("--audit re-runs notebooks on this machine: run it after the Slurm batch, without --slurm "
+                         "(the verify-mode results are resumed, only the audit runs)")
     discovery = discover(Path(folder))
     out = OutputFolder(options.output_dir)
     batch = BatchResult(skipped=discovery.skipped, output_dir=out.root)
@@ -247,6 +255,11 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
                 except BaseException:
                     cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
                     raise
+        if options.audit and batch.results and not cancellation.cancelled:
+            from .audit import run_audit
+            with cancel_on_sigint(cancellation):
+                batch.audit = run_audit(Path(folder), discovery.submissions, batch.results, options, out, hidden_file,
+                                        cancellation, progress)
         # Recomputed from every result, those resumed included: a flag depends on the whole class.
         batch.review = write_class_review(out, batch.results, options)
         out.write_gradebooks(batch.results, batch.review)

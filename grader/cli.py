@@ -95,6 +95,12 @@ def grading_parser() -> argparse.ArgumentParser:
         "each student's own work", "after every run the class is compared pair by pair (identical weights or "
         "notebooks, one Hub repository, near-identical models, an implausible hidden accuracy): OUT/integrity.html "
         "and the gradebook's flags column. Flags change no points")
+    integrity.add_argument("--audit", type=int, default=0, metavar="N",
+                           help="with --verify: re-run N students, drawn at random, here in execute mode (sandboxed, "
+                                "with the -p parameters) and flag any whose re-run disagrees with what they submitted")
+    integrity.add_argument("--audit-seed", type=int, default=None, metavar="S",
+                           help="seed of the audit's sample (default: drawn on an output folder's first audit and kept "
+                                "there, private, in .grader/)")
     integrity.add_argument("--near-identical", type=float, default=INTEGRITY.near_identical_agreement,
                            metavar="SHARE", help="flag two submitted models that label at least this share of the "
                                                  "hidden reviews alike (default: %(default)s; docs/integrity.md)")
@@ -123,6 +129,7 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
                           time_limit_s=args.timeout, jobs=args.jobs, parameters=parameters,
                           execute=not args.no_execute, verify_submitted=args.verify, force=args.force, keep_work=args.keep_work,
                           rubric=load_rubric(args.rubric), sandbox=args.sandbox, max_output_bytes=args.max_output,
+                          audit=args.audit, audit_seed=args.audit_seed,
                           integrity=IntegritySettings(near_identical_agreement=args.near_identical,
                                                       plausible_accuracy=args.plausible_accuracy),
                           limits=Limits(memory_bytes=args.memory_limit, max_processes=args.max_processes,
@@ -167,11 +174,17 @@ def print_summary(batch: BatchResult, out=sys.stdout) -> None:
 
 
 def integrity_line(batch: BatchResult) -> str:
-    """The class review in a line: what was flagged, and where to read it."""
+    """The class review in a line or two: what was flagged, the audit's verdicts, and where to read them."""
     flags = batch.review.flags if batch.review else []
     kinds = sorted({flag.kind for flag in flags})
     line = (f"Integrity: {len(flags)} flag(s) ({', '.join(kinds)}), for the instructor only; no points changed"
             if flags else "Integrity: no flags") + f": {batch.output_dir / INTEGRITY_HTML}"
+    if batch.audit is not None:
+        findings = [batch.audit["results"][student] for student in batch.audit["sample"]
+                    if student in batch.audit["results"]]
+        disagree = sum(bool(found.get("disagrees")) for found in findings)
+        line += (f"\nAudit (seed {batch.audit['seed']}): {len(findings)} of {len(batch.audit['sample'])} student(s) "
+                 f"re-run here, {disagree} disagree with what they submitted")
     return line
 
 

@@ -297,7 +297,10 @@ def gradebook_flags(review: ClassReview | None, student_id: str) -> list[str]:
 
 def write_class_review(out, results: list[GradeResult], options) -> ClassReview:
     """Review the class from ``results`` and the audits on record in ``out``; write integrity.json and .html."""
-    review = review_class(results, options.integrity, public_hidden_set=options.hidden_set is None)
+    from .audit import current_findings, load_state
+
+    review = review_class(results, options.integrity, public_hidden_set=options.hidden_set is None,
+                          audit=current_findings(load_state(out), results))
     write_review(out, review)
     return review
 

@@ -64,8 +64,11 @@ class GradingOptions:
     keep_work: bool = False               # keep each student's working folder (models, checkpoints)
     rubric: Rubric = field(default_factory=load_rubric)
     kernel_name: str = "python3"
-    # The class's review after the batch (grader.integrity): it changes no grade, so it is in no fingerprint.
+    # The class's review after the batch (grader.integrity) and the spot audits of verify mode
+    # (grader.audit): neither changes a grade, so neither is in a result's fingerprint.
     integrity: IntegritySettings = field(default_factory=IntegritySettings)
+    audit: int = 0                        # verify mode: re-run this many students here, in execute mode
+    audit_seed: int | None = None         # None: drawn once per output folder, kept private (grader.audit)
 
 
 def threads_per_job(jobs: int) -> int:

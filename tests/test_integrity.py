@@ -276,6 +276,16 @@ def test_grade_collect_writes_the_review_too(tmp_path, tiny_data_dir, monkeypatc
 
 
 # The command line -----------------------------------------------------------------------------------
+def test_audit_needs_verify_mode_and_this_machine(tmp_path):
+    write_notebooks(tmp_path / "submissions", ["alice"])
+    with pytest.raises(UsageError, match="add --verify"):
+        grade_submissions(tmp_path / "submissions", GradingOptions(output_dir=tmp_path / "out", audit=2))
+    from grader.slurm import SlurmOptions
+    with pytest.raises(UsageError, match="without --slurm"):
+        grade_submissions(tmp_path / "submissions", GradingOptions(output_dir=tmp_path / "out", audit=2,
+                                                                   verify_submitted=True), slurm=SlurmOptions())
+
+
 def test_the_command_line_warns_that_the_default_hidden_set_is_public(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "grade_submissions", lambda *args, **kwargs: (_ for _ in ()).throw(UsageError("stop")))
     cli.main([str(tmp_path), "--verify", "-q"])
