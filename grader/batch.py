@@ -93,6 +93,11 @@ def validate_options(options: GradingOptions) -> None:
         raise UsageError("--audit must be a number of students, 0 or more")
     if options.audit and not options.verify_submitted:
         raise UsageError("--audit re-runs students of a verify-mode batch to check what they submitted: add --verify")
+    local = all(options.parameters.get(name) for name in ("MODEL_NAME", "LOCAL_DATA_DIR"))
+    if options.audit and options.sandbox != "off" and not local:
+        # Otherwise every re-run would fail on the download, and every audited student would be flagged.
+        raise UsageError("--audit re-runs notebooks in the sandbox, which has no network: give local copies with "
+                         "-p MODEL_NAME=... -p LOCAL_DATA_DIR=... (or --sandbox off)")
 
 
 def job_tokens(jobs: int) -> queue.Queue:

@@ -276,13 +276,20 @@ def test_grade_collect_writes_the_review_too(tmp_path, tiny_data_dir, monkeypatc
 
 
 # The command line -----------------------------------------------------------------------------------
-def test_audit_needs_verify_mode_and_this_machine(tmp_path):
+def test_audit_needs_verify_mode_local_copies_and_this_machine(tmp_path):
     write_notebooks(tmp_path / "submissions", ["alice"])
+    local = {"MODEL_NAME": str(tmp_path), "LOCAL_DATA_DIR": str(tmp_path)}
+
+    def grade(**settings):
+        grade_submissions(tmp_path / "submissions", GradingOptions(output_dir=tmp_path / "out", **settings))
+
     with pytest.raises(UsageError, match="add --verify"):
-        grade_submissions(tmp_path / "submissions", GradingOptions(output_dir=tmp_path / "out", audit=2))
+        grade(audit=2, parameters=local)
+    with pytest.raises(UsageError, match="no network"):   # every re-run would fail on the download
+        grade(audit=2, verify_submitted=True)
     from grader.slurm import SlurmOptions
     with pytest.raises(UsageError, match="without --slurm"):
-        grade_submissions(tmp_path / "submissions", GradingOptions(output_dir=tmp_path / "out", audit=2,
+        grade_submissions(tmp_path / "submissions", GradingOptions(output_dir=tmp_path / "out", audit=2, parameters=local,
                                                                    verify_submitted=True), slurm=SlurmOptions())
 
 
