@@ -189,6 +189,17 @@ def test_a_students_feedback_never_names_a_classmate(tmp_path):
         assert "identical-weights" not in page
 
 
+def test_the_instructors_page_shows_what_a_student_named_as_text():
+    from grader.integrity import review_html
+
+    same = {"model.safetensors": "a" * 64}
+    hostile = "<img src=x onerror=alert(1)>.zip"   # a file name is the student's to choose
+    results = [student("alice", weights=same, model_source=hostile), student("bob", weights=same)]
+    page = review_html(review_class(results))
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;.zip" in page
+    assert "id='alice'" in page and "identical-weights" in page
+
+
 def test_the_class_review_keeps_the_agreed_schema(tmp_path):
     data = json.loads(json.dumps(review_class(flagged_class()).to_dict()))
     assert set(data) == {"flags", "computed_from"}   # "audit" only when there was one
