@@ -252,13 +252,18 @@ def near_identical_predictions(results: list[GradeResult], threshold: float,
             if frozenset((first.student_id, second.student_id)) in already:
                 continue
             share = float(agreement[i, j])
+            seeds = {first.provenance.seed, second.provenance.seed}
+            same_seed = len(seeds) == 1 and None not in seeds
             flags.append(Flag(NEAR_IDENTICAL_PREDICTIONS, [first.student_id, second.student_id], (
                 f"the two models label {share:.1%} of the {reviews} hidden reviews alike; honest fine-tunes of the "
                 f"course's recipe with different seeds stay below {threshold:.0%}: one may be a copy of the other "
-                "(with its weights changed)"), {
+                "(with its weights changed)" + (
+                    f". Both notebooks set SEED = {first.provenance.seed}, and one seed draws the same reviews in the "
+                    "same order, so two honest runs of it can come this close: compare the notebooks" if same_seed
+                    else "")), {
                 "agreement": round(share, 4), "disagreements": int(round((1 - share) * reviews)), "reviews": reviews,
                 "threshold": threshold, "hidden_accuracy": {r.student_id: r.verification.accuracy for r in (first, second)},
-                "seeds": {r.student_id: r.provenance.seed for r in (first, second)}}))
+                "seeds": {r.student_id: r.provenance.seed for r in (first, second)}, "same_seed": same_seed}))
     return flags
 
 

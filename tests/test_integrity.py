@@ -121,6 +121,16 @@ def test_a_near_identical_model_is_flagged_and_honest_pairs_are_not():
     assert evidence["agreement"] >= IntegritySettings().near_identical_agreement and evidence["reviews"] == REVIEWS
 
 
+def test_a_near_identical_pair_of_one_seed_says_that_the_seed_can_explain_it():
+    models = honest_and_copied(random.Random(4))
+    flags = review_class([student("alice", predictions=models["alice"], seed=42),
+                          student("mallory", predictions=models["mallory"], seed=42)]).flags
+    assert "Both notebooks set SEED = 42" in flags[0].message and flags[0].evidence["same_seed"]
+    flags = review_class([student("alice", predictions=models["alice"], seed=42),
+                          student("mallory", predictions=models["mallory"], seed=7)]).flags
+    assert "SEED" not in flags[0].message and not flags[0].evidence["same_seed"]
+
+
 def test_predictions_on_another_hidden_sample_are_not_compared():
     models = honest_and_copied(random.Random(1))
     results = [student("alice", predictions=models["alice"]),
