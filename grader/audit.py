@@ -181,6 +181,10 @@ def finding(submitted: GradeResult, submission: Submission, rerun: GradeResult, 
     reasons, evidence = [], {"rerun_status": rerun.status, "rerun_total": rerun.total,
                              "submitted_total": submitted.total}
     run = rerun.check("ran_to_end")
+    if rerun.status in RETRIED:   # the grader failed, not the student: retried by the next --audit
+        return {"disagrees": False, "verdict": "not audited", "evidence": evidence,
+                "message": f"the re-run did not finish ({rerun.reason}); the next --audit tries again",
+                "verify_fingerprint": submitted.fingerprint}
     if rerun.status != GRADED:
         reasons.append(f"the re-run could not be graded: {rerun.reason}")
     elif run is not None and not run.passed:

@@ -237,3 +237,29 @@ def test_the_sample_is_seeded_stable_and_grows_with_n():
     assert draw_sample(results[:150] + results[151:], 5, seed=1) == [s for s in ten if s != "s150"][:5]
     unmeasured = GradeResult("x", "x.ipynb", mode="verify", verification=Verification(problem="no model"))
     assert draw_sample([unmeasured], 5, seed=1) == []   # nothing to compare a re-run with
+
+
+def test_an_audit_compares_figures_and_a_grader_failure_is_no_disagreement(tmp_path):
+    from grader.audit import AUDIT_METRIC_BAND, finding
+    from grader.results import GRADER_ERROR, GradeResult
+    from grader.rubric import CheckResult
+    from grader.submissions import Submission
+    from grader.verify import Verification
+
+    def graded(accuracy, labels, status="graded"):
+        return GradeResult("frank", "frank.ipynb", status=status, mode="verify",
+                           checks=[CheckResult("ran_to_end", True, 10, 10, "")],
+                           reported_metrics={"accuracy": accuracy, "f1": accuracy},
+                           verification=Verification(loaded=True, accuracy=accuracy, f1=accuracy,
+                                                     hidden_predictions=labels, hidden_set_sha256="h"))
+
+    labels = [index % 2 for index in range(200)]
+    submission = Submission("frank", tmp_path / "missing.ipynb")   # no notebook: its predictions are not compared
+    submitted = graded(0.90, labels)
+    assert finding(submitted, submission, graded(0.90 - AUDIT_METRIC_BAND / 2, labels), tmp_path)["verdict"] == "agrees"
+    worse = finding(submitted, submission, graded(0.90 - 2 * AUDIT_METRIC_BAND, labels), tmp_path)
+    assert worse["verdict"] == "disagrees" and "hidden accuracy" in worse["message"]
+    flipped = finding(submitted, submission, graded(0.90, [1 - label for label in labels]), tmp_path)
+    assert flipped["verdict"] == "disagrees" and "0.0% of the hidden reviews" in flipped["message"]
+    failed = finding(submitted, submission, graded(0.5, labels, status=GRADER_ERROR), tmp_path)
+    assert failed["verdict"] == "not audited" and not failed["disagrees"]
