@@ -39,6 +39,7 @@ from .class_report import write_class_report_after_grading
 from .errors import ConfigError, NoSubmissions, OutputUnwritable, UsageError
 from .fingerprint import file_digest, fingerprint, run_settings
 from .hidden import load_hidden_set, write_hidden_set
+from .integrity import ClassReview, write_class_review
 from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission, threads_per_job
 from .report import OutputFolder, output_fault, write_atomic
 from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
@@ -63,6 +64,8 @@ class BatchResult:
     output_dir: Path = Path()
     sandbox: SandboxPlan = SandboxPlan(flags=None)
     slurm_job: str | None = None                            # the array job, when graded on Slurm
+    review: ClassReview | None = None                       # the class's integrity review (grader.integrity)
+    audit: dict | None = None                               # the spot audit of this run (grader.audit)
 
     @property
     def passed(self) -> int:
@@ -109,6 +112,17 @@ def validate_options(options: GradingOptions) -> None:
         raise UsageError("--verify checks the submitted model; --no-execute reads saved outputs only: choose one")
     if options.hidden_set is not None and not Path(options.hidden_set).is_file():
         raise UsageError(f"the hidden evaluation set {options.hidden_set} does not exist")
+    if not (0 < options.integrity.near_identical_agreement <= 1 and 0 <= options.integrity.plausible_accuracy <= 1):
+        raise UsageError("--near-identical must lie in (0, 1] and --plausible-accuracy in [0, 1]")
+    if options.audit < 0:
+        raise UsageError("--audit must be a number of students, 0 or more")
+    if options.audit and not options.verify_submitted:
+        raise UsageError("--audit re-runs students of a verify-mode batch to check what they submitted: add --verify")
+    local = all(options.parameters.get(name) for name in ("MODEL_NAME", "LOCAL_DATA_DIR"))
+    if options.audit and options.sandbox != "off" and not local:
+        # Otherwise every re-run would fail on the download, and every audited student would be flagged.
+        raise UsageError("--audit re-runs notebooks in the sandbox, which has no network: give local copies with "
+                         "-p MODEL_NAME=... -p LOCAL_DATA_DIR=... (or --sandbox off)")
 
 
 def job_tokens(jobs: int) -> queue.Queue:
@@ -240,6 +254,9 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
     Slurm job array, one task per pending student (``grader.slurm``); the same files come out of both."""
     options = options or GradingOptions()
     validate_options(options)
+    if slurm is not None and options.audit:
+        raise UsageError("--audit re-runs notebooks on this machine: run it after the Slurm batch, without --slurm "
+                         "(the verify-mode results are resumed, only the audit runs)")
     discovery = discover(Path(folder), output_dir=Path(options.output_dir))
     if not discovery.submissions:
         raise NoSubmissions(no_submissions_text(Path(folder), discovery))
@@ -333,5 +350,12 @@ def grade_pending(batch: BatchResult, folder: Path, submissions: list[Submission
                 cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
                 pool.shutdown(wait=False, cancel_futures=True)   # nor start those still queued
                 raise
-    out.write_gradebooks(batch.results)
+    if options.audit and batch.results and not cancellation.cancelled:
+        from .audit import run_audit
+        with cancel_on_signals(cancellation):
+            batch.audit = run_audit(folder, submissions, batch.results, options, out, hidden_file, cancellation,
+                                    progress)
+    # Recomputed from every result, those resumed included: a flag depends on the whole class.
+    batch.review = write_class_review(out, batch.results, options)
+    out.write_gradebooks(batch.results, batch.review)
     write_class_report_after_grading(out.root, options.rubric)

@@ -27,6 +27,7 @@ from . import build, class_report, slurm_cli
 from .batch import BatchResult, grade_submissions
 from .cancel import GradingInterrupted, exit_code, raise_terminated
 from .errors import GraderError, UsageError
+from .integrity import INTEGRITY_HTML, IntegritySettings
 from .parameters import parse_override
 from .pipeline import GradingOptions
 from .rubric import load_rubric
@@ -34,6 +35,7 @@ from .sandbox import SANDBOX_MODES, Limits, SandboxUnavailableWarning, SandboxWi
 
 DEFAULTS = GradingOptions.__dataclass_fields__
 LIMITS = Limits()
+INTEGRITY = IntegritySettings()
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
 
@@ -62,7 +64,9 @@ def grading_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, default=_default("output_dir"),
                         help="where results go (default: %(default)s)")
     parser.add_argument("--hidden-set", type=Path, default=None, help="CSV with label,title,content to "
-                        "measure each model on (default: a sample of the Hub's Amazon Polarity test split)")
+                        "measure each model on (default: a sample of the Hub's Amazon Polarity test split, which is "
+                        "public: a student who trains in Colab can train on it. In verify mode, where students train "
+                        "their own models, give a private CSV)")
     parser.add_argument("--hidden-size", type=int, default=_default("hidden_size"),
                         help="reviews drawn from the hidden set (default: %(default)s)")
     parser.add_argument("--hidden-seed", type=int, default=None, metavar="N",
@@ -96,6 +100,22 @@ def grading_parser() -> argparse.ArgumentParser:
                              "a zip, or a Hub commit) without re-running the notebook: its saved outputs are read, "
                              "the model is loaded confined, measured on the hidden set and must reproduce the "
                              "notebook's predictions")
+    integrity = parser.add_argument_group(
+        "each student's own work", "after every run the class is compared pair by pair (identical weights or "
+        "notebooks, one Hub repository, near-identical models, an implausible hidden accuracy): OUT/integrity.html "
+        "and the gradebook's flags column. Flags change no points")
+    integrity.add_argument("--audit", type=int, default=0, metavar="N",
+                           help="with --verify: re-run N students, drawn at random, here in execute mode (sandboxed, "
+                                "with the -p parameters) and flag any whose re-run disagrees with what they submitted")
+    integrity.add_argument("--audit-seed", type=int, default=None, metavar="S",
+                           help="seed of the audit's sample (default: drawn on an output folder's first audit and kept "
+                                "there, private, in .grader/)")
+    integrity.add_argument("--near-identical", type=float, default=INTEGRITY.near_identical_agreement,
+                           metavar="SHARE", help="flag two submitted models that label at least this share of the "
+                                                 "hidden reviews alike (default: %(default)s; docs/integrity.md)")
+    integrity.add_argument("--plausible-accuracy", type=float, default=INTEGRITY.plausible_accuracy, metavar="ACC",
+                           help="flag a hidden accuracy whose 95%% CI lies wholly above this, the most the course's "
+                                "recipe reaches (default: %(default)s; docs/integrity.md)")
     parser.add_argument("--no-execute", action="store_true",
                         help="grade from the outputs saved in each notebook, without running it (unverified)")
     parser.add_argument("--force", action="store_true", help="regrade students who already have a result")
@@ -118,6 +138,9 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
                           time_limit_s=args.timeout, jobs=args.jobs, parameters=parameters,
                           execute=not args.no_execute, verify_submitted=args.verify, force=args.force, keep_work=args.keep_work,
                           rubric=load_rubric(args.rubric), sandbox=args.sandbox, max_output_bytes=args.max_output,
+                          audit=args.audit, audit_seed=args.audit_seed,
+                          integrity=IntegritySettings(near_identical_agreement=args.near_identical,
+                                                      plausible_accuracy=args.plausible_accuracy),
                           limits=Limits(memory_bytes=args.memory_limit, max_processes=args.max_processes,
                                         max_file_bytes=args.max_file_size, disk_bytes=args.disk_limit))
 
@@ -156,6 +179,22 @@ def print_summary(batch: BatchResult, out=sys.stdout) -> None:
     print(f"\n{len(batch.results)} graded ({len(batch.resumed)} from an earlier run), {batch.passed} passed every "
           f"check. Accuracy and F1 are measured by the grader on the hidden set.\n"
           f"Gradebook: {batch.output_dir / 'gradebook.csv'}  Feedback: {batch.output_dir / 'feedback'}", file=out)
+    print(integrity_line(batch), file=out)
+
+
+def integrity_line(batch: BatchResult) -> str:
+    """The class review in a line or two: what was flagged, the audit's verdicts, and where to read them."""
+    flags = batch.review.flags if batch.review else []
+    kinds = sorted({flag.kind for flag in flags})
+    line = (f"Integrity: {len(flags)} flag(s) ({', '.join(kinds)}), for the instructor only; no points changed"
+            if flags else "Integrity: no flags") + f": {batch.output_dir / INTEGRITY_HTML}"
+    if batch.audit is not None:
+        findings = [batch.audit["results"][student] for student in batch.audit["sample"]
+                    if student in batch.audit["results"]]
+        disagree = sum(bool(found.get("disagrees")) for found in findings)
+        line += (f"\nAudit (seed {batch.audit['seed']}): {len(findings)} of {len(batch.audit['sample'])} student(s) "
+                 f"re-run here, {disagree} disagree with what they submitted")
+    return line
 
 
 def build_main(argv: list[str]) -> int:
@@ -243,6 +282,11 @@ def run(argv: list[str]) -> int:
     if argv[:1] in (["one"], ["collect"]):
         return (slurm_cli.one_main if argv[0] == "one" else slurm_cli.collect_main)(argv[1:])
     args = grading_parser().parse_args(argv)
+    if args.verify and args.hidden_set is None:
+        print("grade: WARNING: the default hidden set is a sample of Amazon Polarity's public test split, which "
+              "students who train their own models can train on; for verify mode give a private CSV "
+              "(--hidden-set). Hidden accuracies above the course recipe's are flagged (OUT/integrity.html).",
+              file=sys.stderr)
     batch = grade_submissions(args.submissions, options_from_args(args), progress=not args.quiet,
                               slurm=slurm_cli.slurm_options_from_args(args))
     print_summary(batch)

@@ -29,6 +29,8 @@ from .cancel import Cancellation
 from .contract import Contract, append_contract_cell, read_contract
 from .errors import GraderError, NotebookInvalid, SubmissionUnreadable
 from .execute import Execution, assigned_gpus, execute_notebook
+from .fingerprint import file_digest
+from .integrity import IntegritySettings, provenance
 from .parameters import inject_parameters
 from .results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, GradeResult
 from .rubric import Rubric, check, disagrees, load_rubric, no_todo_check, notebook_errors
@@ -63,6 +65,11 @@ class GradingOptions:
     keep_work: bool = False               # keep each student's working folder (models, checkpoints)
     rubric: Rubric = field(default_factory=load_rubric)
     kernel_name: str = "python3"
+    # The class's review after the batch (grader.integrity) and the spot audits of verify mode
+    # (grader.audit): neither changes a grade, so neither is in a result's fingerprint.
+    integrity: IntegritySettings = field(default_factory=IntegritySettings)
+    audit: int = 0                        # verify mode: re-run this many students here, in execute mode
+    audit_seed: int | None = None         # None: drawn once per output folder, kept private (grader.audit)
 
 
 def threads_per_job(jobs: int) -> int:
@@ -150,8 +157,10 @@ def verify(contract: Contract, workdir: Path, hidden_set_file: Path, options: Gr
                "predictions": [{"text": p.text, "label": p.label, "confidence": p.confidence}
                                for p in contract.predictions]}
     prefix = verifier_prefix(sandbox, workdir, hidden_set_file, options.limits, assigned_gpus(env)) if confined else []
-    return verify_in_subprocess(request, options.verify_time_limit_s, env, prefix=prefix, limits=options.limits,
-                                watch_folder=workdir, cancellation=cancellation)
+    verification = verify_in_subprocess(request, options.verify_time_limit_s, env, prefix=prefix, limits=options.limits,
+                                        watch_folder=workdir, cancellation=cancellation)
+    verification.hidden_set_sha256 = file_digest(hidden_set_file)
+    return verification
 
 
 # 7 ------------------------------------------------------------------------------------------
@@ -243,12 +252,14 @@ def grade_submitted_model(result: GradeResult, submission: Submission, nb, optio
     contract = submitted.saved_contract(nb)
     result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems
     ran, ran_message, result.errors = submitted.ran_in_order(nb)
+    result.provenance.hub_repository = submitted.named_hub_repository(submission.model, contract)
     if workdir.exists():
         shutil.rmtree(workdir)
     model_dir = workdir / "model"
     try:
         contract.save_dir = str(model_dir)
         source = submitted.stage_model(submission.model, contract, model_dir, options.limits)
+        result.provenance.weights_sha256 = submitted.staged_weights(model_dir)
         verification = verify(contract, workdir, hidden_set_file, options, env, sandbox, cancellation)
         verification.model_source = source
         mismatch = verification.loaded and submitted.weights_mismatch(contract, model_dir)
@@ -278,6 +289,7 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
     workdir = Path(os.path.abspath(workdir))   # the sandbox, the kernel and the model check take it as given
     try:
         nb = read_submission(submission.notebook)
+        result.provenance = provenance(submission.notebook, nb)
         if options.verify_submitted:
             grade_submitted_model(result, submission, nb, options, hidden_set_file, workdir, env, sandbox,
                                   cancellation)

@@ -17,6 +17,7 @@ from pathlib import Path
 import nbformat
 
 from .errors import OutputUnwritable
+from .integrity import gradebook_flags
 from .results import VERIFY_MODE, RETRIED, GradeResult
 from .rubric import CHECKS, Rubric
 
@@ -92,8 +93,9 @@ class OutputFolder:
         # The result goes last: its presence is what marks the student as graded when resuming.
         write_atomic(self.result_path(result.student_id), json.dumps(result.to_dict(), indent=1))
 
-    def write_gradebooks(self, results: list[GradeResult]) -> None:
-        write_atomic(self.root / GRADEBOOK, gradebook_csv(results))
+    def write_gradebooks(self, results: list[GradeResult], review=None) -> None:
+        """``review``: the class's integrity review (grader.integrity), whose flags go in the flags column."""
+        write_atomic(self.root / GRADEBOOK, gradebook_csv(results, review))
         write_atomic(self.root / CANVAS_IMPORT, canvas_csv(results))
 
 
@@ -111,7 +113,7 @@ def csv_text(value) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def gradebook_csv(results: list[GradeResult]) -> str:
+def gradebook_csv(results: list[GradeResult], review=None) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["student_id", "name", "status", "verified", "sandboxed", *CHECKS, "total", "max_total",
@@ -120,7 +122,8 @@ def gradebook_csv(results: list[GradeResult]) -> str:
     for result in sorted(results, key=lambda r: r.student_id):
         verification = result.verification
         checks = [("pass" if c.passed else "fail") if (c := result.check(name)) else "" for name in CHECKS]
-        flags = result.disagreement + (["output truncated"] if result.output_truncated else [])
+        flags = result.disagreement + (["output truncated"] if result.output_truncated else []) \
+            + gradebook_flags(review, result.student_id)
         texts = [result.student_id, result.display_name, result.status, result.verified, result.sandboxed, *checks]
         writer.writerow([*map(csv_text, texts),
                          f"{result.total:g}", f"{result.max_total:g}",

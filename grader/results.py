@@ -16,6 +16,17 @@ RETRIED = (GRADER_ERROR, INTERRUPTED)    # not grades: a rerun grades these stud
 
 
 @dataclass
+class Provenance:
+    """What identifies a student's work across the class; grader.integrity compares it pairwise."""
+
+    notebook_sha256: str = ""      # the notebook file's bytes
+    source_sha256: str = ""        # its cells' sources only (grader.integrity.source_digest)
+    seed: int | None = None        # the SEED its parameters cell sets
+    hub_repository: str = ""       # verify mode: the Hub repository it names, even when it cannot be downloaded
+    weights_sha256: dict[str, str] = field(default_factory=dict)   # verify mode: the staged safetensors files
+
+
+@dataclass
 class GradeResult:
     student_id: str
     notebook: str
@@ -35,6 +46,7 @@ class GradeResult:
     output_truncated: bool = False
     sandboxed: bool = False        # the notebook ran confined by bubblewrap
     fingerprint: str = ""          # what the grade depends on (grader.fingerprint); a rerun keeps it only if unchanged
+    provenance: Provenance = field(default_factory=Provenance)
 
     @classmethod
     def for_submission(cls, submission, **fields) -> "GradeResult":
@@ -58,6 +70,7 @@ class GradeResult:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data["verification"] = self.verification.to_dict() if self.verification else None   # its compact form
         data.update(total=self.total, max_total=self.max_total, passed=self.passed)
         return data
 
@@ -68,4 +81,5 @@ class GradeResult:
         data["errors"] = [CellError(**error) for error in data.get("errors", [])]
         if data.get("verification"):
             data["verification"] = Verification.from_dict(data["verification"])
+        data["provenance"] = Provenance(**data.get("provenance") or {})
         return cls(**data)

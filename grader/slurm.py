@@ -45,6 +45,7 @@ from .cancel import Cancellation, cancel_on_signals
 from .class_report import write_class_report_after_grading
 from .errors import GraderError, UsageError
 from .fingerprint import fingerprint
+from .integrity import IntegritySettings, write_class_review
 from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission
 from .report import OutputFolder, write_atomic
 from .results import GRADER_ERROR, INTERRUPTED, GradeResult
@@ -95,6 +96,8 @@ def options_from_dict(data: dict) -> GradingOptions:
     data = {key: value for key, value in data.items() if key in known}
     data["rubric"] = Rubric(**data["rubric"])
     data["limits"] = Limits(**data["limits"])
+    if "integrity" in data:   # a run prepared by an older grader has none: the defaults
+        data["integrity"] = IntegritySettings(**data["integrity"])
     for name in ("output_dir", "hidden_set"):
         if data.get(name) is not None:
             data[name] = Path(data[name])
@@ -232,6 +235,7 @@ def collect(output_dir: str | Path) -> list[GradeResult]:
     if not out.results.is_dir():
         raise UsageError(f"{out.root} holds no results")
     rubric = None   # the prepared run's; else the one the class report kept (grader.class_report)
+    run = None
     with output_folder_lock(out):
         results = {path.stem: result for path in sorted(out.results.glob("*.json"))
                    if (result := out.load_result(path.stem)) is not None}
@@ -245,7 +249,9 @@ def collect(output_dir: str | Path) -> list[GradeResult]:
                         submission, status=GRADER_ERROR,
                         reason="no result: its task has not finished, or ended without writing one; a rerun grades it")
         ordered = sorted(results.values(), key=lambda r: r.student_id)
-        out.write_gradebooks(ordered)
+        # The class's review, as after a local run: from every result here, with the run's settings if known.
+        options = options_from_dict(run["options"]) if run else GradingOptions()
+        out.write_gradebooks(ordered, write_class_review(out, ordered, options))
         write_class_report_after_grading(out.root, rubric)
     return ordered
 

@@ -71,10 +71,11 @@ def one_main(argv: list[str]) -> int:
 
 
 def collect_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="grade collect", description="Rebuild the gradebook and the Canvas CSV "
-                                     "from the result files in OUTPUT.")
+    parser = argparse.ArgumentParser(prog="grade collect", description="Rebuild the gradebook, the Canvas CSV and "
+                                     "the class's integrity review from the result files in OUTPUT.")
     parser.add_argument("output", type=Path)
     args = parser.parse_args(argv)
     results = collect(args.output)
-    print(f"{len(results)} student(s); gradebook: {args.output / 'gradebook.csv'}", file=sys.stdout)
+    print(f"{len(results)} student(s); gradebook: {args.output / 'gradebook.csv'}; integrity review: "
+          f"{args.output / 'integrity.html'}", file=sys.stdout)
     return 0

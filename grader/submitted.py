@@ -256,14 +256,31 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def staged_weights(model_dir: Path) -> dict[str, str]:
+    """The sha256 of each safetensors file staged (regular files the grader itself copied there)."""
+    return {path.name: file_sha256(path) for path in sorted(model_dir.glob("*.safetensors"))}
+
+
+def named_hub_repository(model_source: Path | None, contract: SubmittedContract) -> str:
+    """The Hub repository the submission names (the notebook's output, or a submission.json beside it), or ""
+    when it names none or names it malformed: recorded for the class's comparison, even if never downloaded."""
+    submission_json = model_source if model_source is not None and is_submission_json(model_source) else None
+    if model_source is not None and submission_json is None:
+        return ""   # a zip or a folder was submitted: that is what is graded
+    try:
+        reference = hub_reference(contract, submission_json)
+    except ModelNotStaged:
+        return ""
+    return reference[0] if reference else ""
+
+
 def weights_mismatch(contract: SubmittedContract, model_dir: Path) -> str | None:
     """Why the staged weights are not the files the notebook recorded, or None when they are (or when
     the notebook recorded none: the predictions must still be reproduced)."""
     recorded = contract.model.get("weights_sha256")
     if not isinstance(recorded, dict) or not recorded:
         return None
-    staged = {path.name: file_sha256(path) for path in sorted(model_dir.glob("*.safetensors"))}
-    if staged != recorded:
+    if staged_weights(model_dir) != recorded:
         return ("the submitted weights are not the files this notebook saved (their sha256 differs from the one "
                 "its submit cell recorded): submit the zip from the same run as the notebook")
     return None

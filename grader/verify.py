@@ -60,15 +60,23 @@ class Verification:
     mismatches: list[str] = field(default_factory=list)
     reviews_per_s: float | None = None
     model_source: str = ""         # verify mode: the zip, folder or Hub commit the model came from
+    # The label (0 or 1) the model gives each hidden review, in the hidden set's order: the class's models are
+    # compared on these (grader.integrity), never re-run. In JSON, one digit a review ("0110...").
+    hidden_predictions: list[int] = field(default_factory=list)
+    hidden_set_sha256: str = ""    # the hidden sample they were made on: only models measured on one are compared
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["hidden_predictions"] = "".join("1" if label else "0" for label in self.hidden_predictions)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Verification":
         data = dict(data)
         for key in ("accuracy_ci", "f1_ci"):
             data[key] = tuple(data[key]) if data.get(key) else None
+        labels = data.get("hidden_predictions") or []
+        data["hidden_predictions"] = [int(label) for label in labels if str(label) in ("0", "1")]
         return cls(**data)
 
 
@@ -505,6 +513,7 @@ def verify(request: dict) -> Verification:
     result.reviews_per_s = len(hidden) / max(time.perf_counter() - started, 1e-9)
     predicted = to_class[probabilities.argmax(axis=-1)]
     result.hidden_size = len(hidden)
+    result.hidden_predictions = [int(label) for label in predicted]
     result.accuracy = float((predicted == labels).mean())
     result.accuracy_ci = wilson_interval(int((predicted == labels).sum()), len(labels))
     result.f1 = float(f1_score_binary(labels, predicted))
