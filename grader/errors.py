@@ -30,6 +30,10 @@ class NotebookInvalid(GraderError):
     """A file that is not a readable Jupyter notebook."""
 
 
+class WrongNotebook(GraderError):
+    """A notebook of the kit other than the one the rubric grades."""
+
+
 class ParametersCellNotFound(GraderError):
     """Overrides were given but the notebook has no parameters cell to put them after."""
 
