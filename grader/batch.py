@@ -34,11 +34,13 @@ from .cancel import Cancellation, GradingInterrupted, cancel_on_sigint
 from .errors import ConfigError, UsageError
 from .fingerprint import file_digest, fingerprint, run_settings
 from .hidden import load_hidden_set, write_hidden_set
-from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission, threads_per_job
+from .pipeline import INTERRUPTED_REASON, GradingOptions, course_base_model, grade_submission, threads_per_job
+from .rederive import check_course_data
 from .report import OutputFolder, write_atomic
 from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
 from .sandbox import SandboxPlan, bubblewrap_flags, plan_sandbox
 from .submissions import Submission, discover
+from .submitted import resolve_base_model
 
 if TYPE_CHECKING:
     from .slurm import SlurmOptions
@@ -84,6 +86,11 @@ def validate_options(options: GradingOptions) -> None:
         raise UsageError("--verify checks the submitted model; --no-execute reads saved outputs only: choose one")
     if options.hidden_set is not None and not Path(options.hidden_set).is_file():
         raise UsageError(f"the hidden evaluation set {options.hidden_set} does not exist")
+    if options.max_model_bytes < 1:
+        raise UsageError("--max-model-size must be positive")
+    if (options.rederive or options.course_data) and not options.verify_submitted:
+        raise UsageError("--rederive and --course-data re-measure submitted models: they go with --verify")
+    check_course_data(options.course_data)
 
 
 def job_tokens(jobs: int) -> queue.Queue:
@@ -184,6 +191,8 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
                         for s in discovery.submissions}
         pending = resume(batch, out, discovery.submissions, fingerprints, options.force)
 
+        if pending and options.verify_submitted:   # a base model that cannot be had stops the run, once
+            resolve_base_model(course_base_model(options))
         if pending and measures:
             # Invisible to every kernel: other students' work and results, their notebooks, the answer
             # key and the hidden set (its file, and the grader's copy under the output folder).

@@ -87,6 +87,21 @@ def grading_parser() -> argparse.ArgumentParser:
                              "a zip, or a Hub commit) without re-running the notebook: its saved outputs are read, "
                              "the model is loaded confined, measured on the hidden set and must reproduce the "
                              "notebook's predictions")
+    verify = parser.add_argument_group("verify mode", "what --verify checks beyond the hidden set")
+    verify.add_argument("--base-model", metavar="MODEL",
+                        help="the course's base model, a folder or a Hub id: each submitted model must be a fine-tune "
+                             "of it (its architecture, vocabulary, weights near its own); 'none' turns the check off "
+                             "(default: the MODEL_NAME parameter, else the rubric's [model] base)")
+    verify.add_argument("--rederive", action="store_true",
+                        help="re-derive each student's test split (the course's recipe, their SEED and SUBSET_SIZE) "
+                             "and re-measure their model on it: the notebook's test metrics must be the model's. "
+                             "Costs one more pass of the model, over their 750 test reviews")
+    verify.add_argument("--course-data", metavar="FOLDER",
+                        help="the folder whose train.csv the students' splits are drawn from (default: the "
+                             "LOCAL_DATA_DIR parameter, else the course's dataset from the Hub)")
+    verify.add_argument("--max-model-size", type=size, default=_default("max_model_bytes"), metavar="SIZE",
+                        help=f"a submitted model's files in all (default: {size_text(_default('max_model_bytes'))}; "
+                             "DistilBERT's are 268 MB)")
     parser.add_argument("--no-execute", action="store_true",
                         help="grade from the outputs saved in each notebook, without running it (unverified)")
     parser.add_argument("--force", action="store_true", help="regrade students who already have a result")
@@ -109,6 +124,8 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
                           time_limit_s=args.timeout, jobs=args.jobs, parameters=parameters,
                           execute=not args.no_execute, verify_submitted=args.verify, force=args.force, keep_work=args.keep_work,
                           rubric=load_rubric(args.rubric), sandbox=args.sandbox, max_output_bytes=args.max_output,
+                          base_model=args.base_model, rederive=args.rederive, course_data=args.course_data,
+                          max_model_bytes=args.max_model_size,
                           limits=Limits(memory_bytes=args.memory_limit, max_processes=args.max_processes,
                                         max_file_bytes=args.max_file_size, disk_bytes=args.disk_limit))
 
