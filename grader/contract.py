@@ -12,12 +12,17 @@ from dataclasses import dataclass, field
 import nbformat
 
 from .course import LABELS
+from .lists import capped
 
 CONTRACT_MIME = "application/vnd.finetune-grader.contract+json"
 CONTRACT_CELL_ID = "grader-contract"
 CONTRACT_TAG = "grader"
 CONTRACT_NAMES = ("test_metrics", "predictions", "SAVE_DIR")
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
+# A result must stay small whatever the notebook holds: a list of 200,000 zeros as ``predictions`` is one
+# problem line and a count, not 200,000 lines. The course asks for 5 predictions; the model check re-predicts
+# each one, so only the first MAX_PREDICTIONS are read.
+MAX_PREDICTIONS = 100
 
 # Runs in the student's kernel. Names start with an underscore to stay out of the student's way.
 CONTRACT_CELL_SOURCE = f'''
@@ -100,16 +105,20 @@ def parse_predictions(raw, problems: list[str]) -> list[Prediction]:
     if not isinstance(raw, list):
         problems.append("predictions is not a list")
         return []
-    predictions = []
+    if len(raw) > MAX_PREDICTIONS:
+        problems.append(f"predictions holds {len(raw):,} items: only the first {MAX_PREDICTIONS} are read")
+        raw = raw[:MAX_PREDICTIONS]
+    predictions, found = [], []
     for position, item in enumerate(raw):
         if not isinstance(item, dict):
-            problems.append(f"predictions[{position}] is not a dict")
+            found.append(f"predictions[{position}] is not a dict")
             continue
         label, confidence, text = normalise_label(item.get("label")), item.get("confidence"), item.get("text")
         if not isinstance(text, str) or label is None or not _is_number(confidence):
-            problems.append(f"predictions[{position}] needs a text, a label (negative/positive) and a numeric confidence")
+            found.append(f"predictions[{position}] needs a text, a label (negative/positive) and a numeric confidence")
             continue
         predictions.append(Prediction(text, label, float(confidence)))
+    problems.extend(capped(found))
     return predictions
 
 

@@ -48,6 +48,10 @@ class SubmissionUnreadable(GraderError):
     """A notebook the machine failed to read (EMFILE, EIO): the student's result is a retried grader error."""
 
 
+class WrongNotebook(GraderError):
+    """A notebook of the kit other than the one the rubric grades."""
+
+
 class ParametersCellNotFound(GraderError):
     """Overrides were given but the notebook has no parameters cell to put them after."""
 

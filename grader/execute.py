@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import itertools
 import json
 import os
 import re
@@ -61,9 +62,13 @@ def capped_error(content: dict) -> dict:
             "evalue": clip(content.get("evalue", ""), MAX_EVALUE_CHARS), "traceback": kept[::-1]}
 
 
+def is_grader_cell(cell) -> bool:
+    return bool(GRADER_TAGS & set(cell.get("metadata", {}).get("tags", [])))
+
+
 def student_cell_number(nb: nbformat.NotebookNode, index: int) -> int:
     """The 1-based number of cell ``index`` in the student's own notebook, without the grader's cells."""
-    return 1 + sum(1 for cell in nb.cells[:index] if not GRADER_TAGS & set(cell.get("metadata", {}).get("tags", [])))
+    return 1 + sum(1 for cell in nb.cells[:index] if not is_grader_cell(cell))
 
 
 @dataclass
@@ -78,11 +83,12 @@ class CellError:
     traceback: str
 
     @classmethod
-    def from_output(cls, nb, index: int, output) -> "CellError":
+    def from_output(cls, nb, index: int, output, number: int | None = None) -> "CellError":
+        """``number``: the cell's number when the caller counted it (``student_cell_number`` is linear)."""
         cell = nb.cells[index]
         output = capped_error(output)
-        return cls(student_cell_number(nb, index), cell.get("id", ""), cell.source, output["ename"],
-                   strip_ansi(output["evalue"]), strip_ansi("\n".join(output["traceback"])))
+        return cls(student_cell_number(nb, index) if number is None else number, cell.get("id", ""), cell.source,
+                   output["ename"], strip_ansi(output["evalue"]), strip_ansi("\n".join(output["traceback"])))
 
 
 @dataclass
@@ -292,7 +298,18 @@ def _quietly(step: Callable[[], object]) -> None:
         pass
 
 
+def iter_cell_errors(nb: nbformat.NotebookNode):
+    """Each error output of the notebook as a CellError, in order, made only when asked for: one pass over
+    the cells, whatever their number (a notebook of thousands of failing cells stays linear)."""
+    before = 0   # the student's cells before this one
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    yield CellError.from_output(nb, index, output, before + 1)
+        before += not is_grader_cell(cell)
+
+
 def cell_errors(nb: nbformat.NotebookNode) -> list[CellError]:
-    return [CellError.from_output(nb, index, output)
-            for index, cell in enumerate(nb.cells) if cell.cell_type == "code"
-            for output in cell.get("outputs", []) if output.get("output_type") == "error"][:MAX_ERRORS_KEPT]
+    """The notebook's first MAX_ERRORS_KEPT errors."""
+    return list(itertools.islice(iter_cell_errors(nb), MAX_ERRORS_KEPT))

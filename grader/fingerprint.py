@@ -41,6 +41,10 @@ def run_settings(options, hidden_set_digest: str, sandboxed: bool) -> str:
         "time_limit_s": float(options.time_limit_s),   # --timeout 150 is the API's 150
         "verify_time_limit_s": float(options.verify_time_limit_s), "max_output_bytes": options.max_output_bytes,
         "limits": asdict(options.limits), "max_length": options.max_length, "kernel_name": options.kernel_name,
+        "max_model_bytes": options.max_model_bytes, "base_model": options.base_model, "rederive": options.rederive,
+        "course_data": options.course_data,
+        # the locked cells a notebook must hold come from the rubric's answer key
+        "answer_key": file_digest(options.rubric.answer_key_path),
         "grader": grader_version(),
     }, sort_keys=True, default=str)
 

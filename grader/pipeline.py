@@ -27,19 +27,23 @@ import nbformat
 
 from .cancel import Cancellation
 from .contract import Contract, append_contract_cell, read_contract
-from .errors import GraderError, NotebookInvalid, SubmissionUnreadable
+from .course import ANSWER_KEYS
+from .errors import GraderError, NotebookInvalid, SubmissionUnreadable, WrongNotebook
 from .execute import Execution, assigned_gpus, execute_notebook
 from .fingerprint import file_digest
 from .integrity import IntegritySettings, provenance
 from .parameters import inject_parameters
 from .results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, GradeResult
 from .rubric import Rubric, check, disagrees, load_rubric, no_todo_check, notebook_errors
-from .sandbox import HIDDEN_SET_INSIDE, MB, Limits, SandboxPlan, verifier_prefix
+from .identity import notebook_problem, other_kit_notebook
+from .sandbox import GB, HIDDEN_SET_INSIDE, MB, TEST_SPLIT_INSIDE, Limits, SandboxPlan, verifier_prefix
 from .submissions import Submission
+from .rederive import TestSplits, compare_metrics
 from .verify import Verification, verify_in_subprocess
 from . import submitted
 
 MAX_NOTEBOOK_BYTES = 50_000_000
+MAX_CELLS = 2_000           # the course's notebook has 59: this bounds the grader's own time on one notebook
 INTERRUPTED_REASON = "the grading run was interrupted before this notebook was graded; a rerun grades it"
 
 
@@ -55,6 +59,11 @@ class GradingOptions:
     verify_time_limit_s: float = 900.0
     max_output_bytes: int = 20 * MB
     limits: Limits = field(default_factory=Limits)   # memory, processes, file size, disk
+    # verify mode: a submitted model's files, in all (DistilBERT's are 268 MB); apart from the notebook's disk
+    max_model_bytes: int = 1 * GB
+    base_model: str | None = None         # verify mode: the course's base model; None: MODEL_NAME, else the rubric's
+    rederive: bool = False                # verify mode: re-measure each model on the student's re-derived test split
+    course_data: str | None = None        # ... from this folder's train.csv (else LOCAL_DATA_DIR, else the Hub)
     sandbox: str = "auto"                 # "auto": bubblewrap, or a loud warning without it; "require"; "off"
     max_length: int = 256                 # tokens per review when the grader measures a model
     jobs: int = 1
@@ -101,14 +110,21 @@ JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number
 def parse_notebook(data: bytes) -> nbformat.NotebookNode:
     try:
         text = data.decode("utf-8")
-        if not text.lstrip().startswith("{"):   # valid JSON, perhaps, but not an object: say what it is
-            kind = JSON_KINDS.get(type(json.loads(text)), "not an object")
-            raise NotebookInvalid(f"not a valid Jupyter notebook: the file holds {kind} in JSON, where a notebook "
-                                  "is a JSON object with its cells")
-        nb = nbformat.reads(text, as_version=4)
-        nbformat.validate(nb)
-    except NotebookInvalid:
-        raise
+        parsed = json.loads(text)
+    except Exception as error:  # not UTF-8, not JSON
+        raise NotebookInvalid(f"not a valid Jupyter notebook: {str(error).splitlines()[0][:200]}") from error
+    if not isinstance(parsed, dict):   # valid JSON, but not an object: say what it is
+        raise NotebookInvalid(f"not a valid Jupyter notebook: the file holds {JSON_KINDS.get(type(parsed), 'not an object')} "
+                              "in JSON, where a notebook is a JSON object with its cells")
+    count = cell_count(parsed)
+    if count > MAX_CELLS:   # validating it alone would take the grader's own time, outside any limit
+        raise NotebookInvalid(f"the notebook has {count:,} cells; the course's has about 60, and the grader "
+                              f"reads at most {MAX_CELLS:,}")
+    try:
+        invalid: dict = {}
+        nb = nbformat.reads(text, as_version=4, capture_validation_error=invalid)   # validated once, here
+        if invalid:
+            raise invalid["ValidationError"]
     except Exception as error:  # nbformat raises JSON, validation and encoding errors alike
         raise NotebookInvalid(f"not a valid Jupyter notebook: {str(error).splitlines()[0][:200]}") from error
     if not any(cell.cell_type == "code" for cell in nb.cells):
@@ -119,6 +135,24 @@ def parse_notebook(data: bytes) -> nbformat.NotebookNode:
 def os_error_text(error: OSError) -> str:
     """``[Errno 24] Too many open files``, without the file's path (the grader's, not the student's)."""
     return f"[Errno {error.errno}] {error.strerror}" if error.strerror else str(error)
+
+
+def cell_count(data) -> int:
+    """The cells of a notebook's JSON, in nbformat 4 (``cells``) or 3 (``worksheets``); 0 for another shape,
+    which validation then refuses."""
+    if not isinstance(data, dict):
+        return 0
+    groups = [data] if "cells" in data else data.get("worksheets") if isinstance(data.get("worksheets"), list) else []
+    return sum(len(group["cells"]) for group in groups if isinstance(group, dict) and isinstance(group.get("cells"), list))
+
+
+def refuse_another_kit_notebook(nb, rubric: Rubric) -> None:
+    """A notebook of the kit other than the one ``rubric`` grades (the main project's, graded with the
+    going-further rubric) is not graded with it: its points would be another assignment's."""
+    other = other_kit_notebook(nb, rubric.answer_key_path, ANSWER_KEYS)
+    if other is not None:
+        raise WrongNotebook(f"this is the kit's {Path(other).stem} notebook, but the rubric grades "
+                            f"{rubric.answer_key_path.stem}: grade it with the rubric of its own notebook")
 
 
 # 2 ------------------------------------------------------------------------------------------
@@ -144,33 +178,64 @@ def execute(nb, workdir: Path, options: GradingOptions, env: dict | None, sandbo
 
 
 # 6 ------------------------------------------------------------------------------------------
+@dataclass
+class ModelComparisons:
+    """What verify mode compares a submitted model with, beyond the hidden set."""
+
+    base_model: Path | None = None     # the course's base model, as a folder (submitted.resolve_base_model)
+    base_model_name: str = ""          # ... as the rubric or the instructor named it
+    test_split: Path | None = None     # the student's test split, re-derived (JSON rows), when it could be
+    test_max_length: int | None = None  # the notebook's MAX_LENGTH, which its test metrics were measured at
+    not_rederived: str = ""            # why there is no test split to compare with
+
+
 def verify(contract: Contract, workdir: Path, hidden_set_file: Path, options: GradingOptions,
-           env: dict | None, sandbox: SandboxPlan, cancellation: Cancellation | None = None) -> Verification:
+           env: dict | None, sandbox: SandboxPlan, cancellation: Cancellation | None = None,
+           compare: ModelComparisons | None = None) -> Verification:
     if not contract.save_dir:
         return Verification(problem="SAVE_DIR is not defined, so there is no saved model to check")
     save_dir = Path(contract.save_dir)
     save_dir = save_dir if save_dir.is_absolute() else workdir / save_dir
     confined = sandbox.flags is not None
+    compare = compare or ModelComparisons()
     request = {"save_dir": str(save_dir), "allowed_root": str(workdir),
                "hidden_set": HIDDEN_SET_INSIDE if confined else str(Path(os.path.realpath(hidden_set_file))),
                "max_length": options.max_length, "torch_threads": threads_per_job(options.jobs),
                "predictions": [{"text": p.text, "label": p.label, "confidence": p.confidence}
                                for p in contract.predictions]}
-    prefix = verifier_prefix(sandbox, workdir, hidden_set_file, options.limits, assigned_gpus(env)) if confined else []
+    readable, placed = [], {}
+    if compare.base_model is not None:   # read-only inside, at its own path, with what its links point to
+        readable = base_model_paths(compare.base_model)
+        request.update(base_model=str(compare.base_model), base_model_name=compare.base_model_name)
+    if compare.test_split is not None:
+        placed[TEST_SPLIT_INSIDE] = Path(os.path.realpath(compare.test_split))
+        request.update(test_split=TEST_SPLIT_INSIDE if confined else str(placed[TEST_SPLIT_INSIDE]),
+                       test_max_length=compare.test_max_length or options.max_length)
+    prefix = verifier_prefix(sandbox, workdir, hidden_set_file, options.limits, assigned_gpus(env),
+                             readable=readable, placed=placed) if confined else []
     verification = verify_in_subprocess(request, options.verify_time_limit_s, env, prefix=prefix, limits=options.limits,
                                         watch_folder=workdir, cancellation=cancellation)
     verification.hidden_set_sha256 = file_digest(hidden_set_file)
     return verification
 
 
+def base_model_paths(folder: Path) -> list[Path]:
+    """The base model's folder and the folders its files' links lead to (a Hugging Face cache snapshot
+    links to ../../blobs): bound at their own paths, the links resolve inside the sandbox too."""
+    return [folder, *sorted({Path(os.path.realpath(path)).parent for path in folder.iterdir()})]
+
+
 # 7 ------------------------------------------------------------------------------------------
-def run_check(result: GradeResult, execution: Execution) -> tuple[bool, str]:
+def run_check(result: GradeResult, execution: Execution, structure: str | None = None) -> tuple[bool, str]:
+    """``structure``: why the submitted notebook is not the course's (identity.notebook_problem), or None."""
     if not execution.completed:
         return False, result.reason
     failures = notebook_errors(result.errors)
     if failures:
         first = failures[0]
         return False, f"cell {first.cell_number} raised {first.ename}: {first.evalue[:200]}"
+    if structure:
+        return False, structure
     return True, "every cell ran without errors"
 
 
@@ -212,7 +277,12 @@ def reload_check(rubric: Rubric, verification: Verification):
     if not verification.reproduced:
         return check(rubric, "reload", False, "the saved model does not reproduce the predictions: "
                      + "; ".join(verification.mismatches[:3]))
-    return check(rubric, "reload", True, "the saved model loads and reproduces every prediction")
+    if verification.base_model_problem:
+        return check(rubric, "reload", False, verification.base_model_problem)
+    if verification.test_split_problem:
+        return check(rubric, "reload", False, verification.test_split_problem)
+    return check(rubric, "reload", True, "the saved model loads and reproduces every prediction"
+                 + (", and is a fine-tune of the course's model" if verification.base_model_checked else ""))
 
 
 def score(result: GradeResult, nb, ran: tuple[bool, str], contract: Contract, verification: Verification,
@@ -244,23 +314,78 @@ def stop_reason(execution: Execution) -> str:
     return ""
 
 
+def hub_cache(options: GradingOptions) -> Path:
+    """Where verify mode keeps the students' Hub models: the output folder's private part, which no
+    execute-mode sandbox sees (the Hugging Face cache's models are bound into every one)."""
+    return Path(os.path.abspath(options.output_dir)) / ".grader" / "hub"
+
+
+def course_base_model(options: GradingOptions) -> str:
+    """The course's base model as named: --base-model, else the MODEL_NAME parameter, else the rubric's."""
+    return str(options.base_model or options.parameters.get("MODEL_NAME") or options.rubric.base_model)
+
+
+_TEST_SPLITS: dict[tuple[str, str | None], TestSplits] = {}
+
+
+def test_splits(options: GradingOptions) -> TestSplits:
+    """The batch's re-derived test splits, kept in the output folder's private part."""
+    data = options.course_data or options.parameters.get("LOCAL_DATA_DIR") or None
+    key = (os.path.abspath(options.output_dir), data)
+    return _TEST_SPLITS.setdefault(key, TestSplits(Path(key[0]) / ".grader" / "test-splits", data))
+
+
+def model_comparisons(options: GradingOptions, contract) -> ModelComparisons:
+    name = course_base_model(options)
+    compare = ModelComparisons(base_model=submitted.resolve_base_model(name), base_model_name=name)
+    if options.rederive:
+        rederived = test_splits(options).for_student(contract.test_split)
+        compare.test_split, compare.test_max_length = rederived.split_file, rederived.max_length
+        compare.not_rederived = rederived.reason
+    return compare
+
+
+def rederivation(options: GradingOptions, compare: ModelComparisons, contract, verification: Verification) -> str:
+    """What verify mode re-derived of the notebook's test metrics, in words for the feedback; a mismatch
+    also fails the reload check (``verification.test_split_problem``)."""
+    if not options.rederive:
+        return "not re-derived: the instructor did not ask for it (grade --rederive)"
+    if compare.test_split is None:
+        return f"not re-derived: {compare.not_rederived}"
+    measured = verification.test_split_metrics
+    if not measured:
+        return "not re-derived: the model could not be measured"
+    differences = compare_metrics(contract.test_metrics, measured)
+    if differences:
+        verification.test_split_problem = (
+            "the notebook's test metrics are not what the submitted model measures on the notebook's own test split, "
+            "re-derived by the grader (" + "; ".join(differences) + "): the outputs are not this model's")
+        return "re-derived, and it differs: " + "; ".join(differences)
+    return (f"re-derived: the grader rebuilt your test split and your model measures accuracy "
+            f"{measured['accuracy']:.3f} and F1 {measured['f1']:.3f} there, as your notebook printed")
+
+
 def grade_submitted_model(result: GradeResult, submission: Submission, nb, options: GradingOptions,
                           hidden_set_file: Path, workdir: Path, env: dict | None, sandbox: SandboxPlan,
                           cancellation: Cancellation | None) -> None:
     """Verify mode: the saved outputs and the submitted model, checked as execute mode checks a run."""
     result.mode = submitted.VERIFY_MODE
-    contract = submitted.saved_contract(nb)
+    answer_key = options.rubric.answer_key_path
+    contract = submitted.saved_contract(nb, answer_key)
     result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems
-    ran, ran_message, result.errors = submitted.ran_in_order(nb)
+    ran, ran_message, result.errors = submitted.ran_in_order(nb, answer_key)
     result.provenance.hub_repository = submitted.named_hub_repository(submission.model, contract)
     if workdir.exists():
         shutil.rmtree(workdir)
     model_dir = workdir / "model"
+    compare = model_comparisons(options, contract)
     try:
         contract.save_dir = str(model_dir)
-        source = submitted.stage_model(submission.model, contract, model_dir, options.limits)
+        source = submitted.stage_model(submission.model, contract, model_dir, options.max_model_bytes,
+                                       hub_cache=hub_cache(options))
         result.provenance.weights_sha256 = submitted.staged_weights(model_dir)
-        verification = verify(contract, workdir, hidden_set_file, options, env, sandbox, cancellation)
+        verification = verify(contract, workdir, hidden_set_file, options, env, sandbox, cancellation, compare)
+        result.sandboxed = sandbox.flags is not None   # the model check ran confined
         verification.model_source = source
         mismatch = verification.loaded and submitted.weights_mismatch(contract, model_dir)
         if mismatch:
@@ -268,6 +393,7 @@ def grade_submitted_model(result: GradeResult, submission: Submission, nb, optio
             verification.mismatches.insert(0, mismatch)
     except submitted.ModelNotStaged as problem:
         verification = Verification(problem=str(problem))
+    result.rederivation = rederivation(options, compare, contract, verification)
     if cancellation is not None and cancellation.cancelled:
         result.status, result.reason = INTERRUPTED, INTERRUPTED_REASON
         return
@@ -289,6 +415,7 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
     workdir = Path(os.path.abspath(workdir))   # the sandbox, the kernel and the model check take it as given
     try:
         nb = read_submission(submission.notebook)
+        refuse_another_kit_notebook(nb, options.rubric)
         result.provenance = provenance(submission.notebook, nb)
         if options.verify_submitted:
             grade_submitted_model(result, submission, nb, options, hidden_set_file, workdir, env, sandbox,
@@ -298,6 +425,7 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
             from .saved_outputs import grade_saved_outputs
             grade_saved_outputs(result, nb, options.rubric)
             return result, nb
+        structure = notebook_problem(nb, options.rubric.answer_key_path, outputs=False)[0]
         nb = prepare_workdir(nb, workdir)
         inject_parameters(nb, options.parameters)
         execution = execute(nb, workdir, options, env, sandbox, cancellation)
@@ -310,7 +438,7 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
         contract = read_contract(execution.notebook)
         result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems
         result.verification = verify(contract, workdir, hidden_set_file, options, env, sandbox, cancellation)
-        score(result, nb, run_check(result, execution), contract, result.verification, options.rubric)
+        score(result, nb, run_check(result, execution, structure), contract, result.verification, options.rubric)
         return result, execution.notebook
     except SubmissionUnreadable as error:  # the machine's fault, not the notebook's: retried
         result.status, result.reason = GRADER_ERROR, str(error)

@@ -167,11 +167,7 @@ def feedback_html(result: GradeResult, rubric: Rubric) -> str:
         parts.append("<p class='note'>Graded from the outputs saved in your notebook, without running it: "
                      "these results are unverified.</p>")
     if result.mode == VERIFY_MODE:
-        source = result.verification.model_source if result.verification else ""
-        parts.append("<p class='note'>Your notebook was <b>not re-run</b>: the grader read its saved outputs, then "
-                     "loaded the model you submitted" + (f" ({esc(source)})" if source else "") +
-                     ", measured it on reviews you have never seen, and checked that it makes your notebook's "
-                     "predictions.</p>")
+        parts.append(verify_mode_note(result))
     if result.checks:
         parts.append("<h2>Checks</h2><table><tr><th>check</th><th>result</th><th>points</th><th>why</th></tr>")
         for c in result.checks:
@@ -192,6 +188,27 @@ def feedback_html(result: GradeResult, rubric: Rubric) -> str:
             parts.append(f"<p>{len(result.errors) - 1} more cell(s) failed after it.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def verify_mode_note(result: GradeResult) -> str:
+    """What verify mode checked, what it re-derived, and what only an audit (a re-run) can show."""
+    esc = html.escape
+    verification = result.verification
+    source = verification.model_source if verification else ""
+    base = ("checked that it is a fine-tune of the course's model (its architecture, vocabulary and weights), "
+            if verification and verification.base_model_checked else "")
+    items = [
+        "<li><b>Checked:</b> your notebook is the course's notebook (every cell the template gives you is there, "
+        "unchanged and in order, with the outputs it prints) and its saved outputs show every cell run in order "
+        "without errors; the grader loaded the model you submitted" + (f" ({esc(source)})" if source else "")
+        + " in a sandbox, " + base + "measured it on reviews you have never seen, and checked that it makes "
+        "your notebook's predictions and is the very file your submit cell recorded (sha256).</li>",
+        f"<li><b>Your test metrics:</b> {esc(result.rederivation or 'not re-derived')}.</li>",
+        "<li><b>Not checked without a re-run:</b> that the outputs were made by running this notebook, rather "
+        "than copied into it. An instructor may re-run any notebook (an audit) to confirm it.</li>",
+    ]
+    return ("<div class='note'><p>Your notebook was <b>not re-run</b>: the grader read its saved outputs.</p><ul>"
+            + "".join(items) + "</ul></div>")
 
 
 def _metrics_table(result: GradeResult, rubric: Rubric) -> str:

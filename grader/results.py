@@ -44,7 +44,8 @@ class GradeResult:
     errors: list[CellError] = field(default_factory=list)
     run_time_s: float = 0.0
     output_truncated: bool = False
-    sandboxed: bool = False        # the notebook ran confined by bubblewrap
+    sandboxed: bool = False        # the notebook (execute mode) or the model check (verify mode) ran confined
+    rederivation: str = ""         # verify mode: whether the test metrics were re-measured on the re-derived split
     fingerprint: str = ""          # what the grade depends on (grader.fingerprint); a rerun keeps it only if unchanged
     provenance: Provenance = field(default_factory=Provenance)
 

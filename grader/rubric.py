@@ -20,12 +20,27 @@ STUDENT_TEST_SIZE = 750
 AGREEMENT_SLACK = 0.02
 
 
+# The kit's notebooks by the names a rubric may use in its [notebook] table.
+KIT_NOTEBOOKS = {"main": "answer_key/MLB_Project_FineTuning_AnswerKey.ipynb",
+                 "going-further": "answer_key/MLB_Project_GoingFurther_AnswerKey.ipynb"}
+DEFAULT_BASE_MODEL = "distilbert-base-uncased"
+NO_BASE_MODEL = ("", "none")   # [model] base = "none": the base-model check is off
+
+
 @dataclass(frozen=True)
 class Rubric:
     accuracy: float = 0.85
     f1: float = 0.85
     min_predictions: int = 5
     points: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in CHECKS})
+    # The notebook this rubric grades (its answer key, as a path) and the model students fine-tune.
+    answer_key: str = ""
+    base_model: str = DEFAULT_BASE_MODEL
+
+    @property
+    def answer_key_path(self) -> Path:
+        from .course import ANSWER_KEY
+        return Path(self.answer_key) if self.answer_key else ANSWER_KEY
 
     @property
     def max_points(self) -> float:
@@ -39,18 +54,37 @@ def load_rubric(path: Path | None = None) -> Rubric:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"cannot read the rubric {path}: {error}") from error
     thresholds, points = data.get("thresholds", {}), data.get("points", {})
-    unknown = (set(thresholds) - {"accuracy", "f1", "min_predictions"}) | (set(points) - set(CHECKS))
+    notebook, model = data.get("notebook", {}), data.get("model", {})
+    unknown = ((set(thresholds) - {"accuracy", "f1", "min_predictions"}) | (set(points) - set(CHECKS))
+               | (set(notebook) - {"answer_key"}) | (set(model) - {"base"})
+               | (set(data) - {"thresholds", "points", "notebook", "model"}))
     if unknown:
         raise ConfigError(f"{path}: unknown rubric entries {', '.join(sorted(unknown))}")
     try:
         rubric = Rubric(accuracy=float(thresholds.get("accuracy", 0.85)), f1=float(thresholds.get("f1", 0.85)),
                         min_predictions=int(thresholds.get("min_predictions", 5)),
-                        points={name: float(points.get(name, 0)) for name in CHECKS})
+                        points={name: float(points.get(name, 0)) for name in CHECKS},
+                        answer_key=str(answer_key_of(notebook.get("answer_key", "main"), path)),
+                        base_model=str(model.get("base", DEFAULT_BASE_MODEL)))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{path}: {error}") from error
     if not (0 <= rubric.accuracy <= 1 and 0 <= rubric.f1 <= 1) or any(v < 0 for v in rubric.points.values()):
         raise ConfigError(f"{path}: thresholds must lie in [0, 1] and points must not be negative")
     return rubric
+
+
+def answer_key_of(name, rubric_path: Path) -> Path:
+    """The answer key a rubric's ``[notebook] answer_key`` names: one of the kit's notebooks by name
+    (main, going-further), or a path (relative to the rubric file)."""
+    from .course import ROOT
+
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{rubric_path}: [notebook] answer_key must name a notebook")
+    path = ROOT / KIT_NOTEBOOKS[name] if name in KIT_NOTEBOOKS else Path(rubric_path).parent / name
+    if not path.is_file():
+        raise ConfigError(f"{rubric_path}: [notebook] answer_key {name!r} is not one of "
+                          f"{', '.join(KIT_NOTEBOOKS)} nor an answer key's path ({path} does not exist)")
+    return path.resolve()
 
 
 @dataclass

@@ -275,14 +275,18 @@ class Confinement:
 
 
 HIDDEN_SET_INSIDE = "/run/grader/hidden-set.json"   # where the model check reads the hidden set
+TEST_SPLIT_INSIDE = "/run/grader/test-split.json"   # ... and a student's re-derived test split (verify mode)
 
 
 def verifier_prefix(plan: "SandboxPlan", workdir: Path, hidden_set_file: Path, limits: Limits,
-                    gpus: list[str] | None = None) -> list[str]:
+                    gpus: list[str] | None = None, readable: list[Path] = (),
+                    placed: dict[str, Path] | None = None) -> list[str]:
     """The model check's sandbox: the student's folder and the hidden set, read-only, no network,
-    nothing writable but a small /tmp. It runs the grader's code only, on files the student made."""
-    args = sandbox_prefix(plan, [Path(os.path.realpath(workdir))], [], limits.shm_bytes, gpus,
-                          placed={HIDDEN_SET_INSIDE: Path(os.path.realpath(hidden_set_file))})
+    nothing writable but a small /tmp. It runs the grader's code only, on files the student made.
+    ``readable``: more folders, read-only at their own paths (the course's base model); ``placed``: more
+    files, read-only at the paths given inside."""
+    args = sandbox_prefix(plan, [Path(os.path.realpath(workdir)), *readable], [], limits.shm_bytes, gpus,
+                          placed={HIDDEN_SET_INSIDE: Path(os.path.realpath(hidden_set_file)), **(placed or {})})
     return args + ["--chdir", "/"]
 
 

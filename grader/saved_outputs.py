@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from .execute import cell_errors
+from .identity import notebook_problem
 from .results import SAVED_OUTPUTS_MODE, GradeResult
 from .rubric import Rubric, check, no_todo_check, notebook_errors
 
@@ -30,9 +31,11 @@ def grade_saved_outputs(result: GradeResult, nb, rubric: Rubric) -> None:
     failures = notebook_errors(result.errors)
     if "test-eval" in cells:
         result.reported_metrics = {name: float(value) for name, value in REPORTED_METRIC.findall(_stdout(cells["test-eval"]))}
-    ran = not failures and not unexecuted
+    structure = notebook_problem(nb, rubric.answer_key_path, outputs=True)[0]
+    ran = not failures and not unexecuted and not structure
     result.checks = [
         check(rubric, "ran_to_end", ran, "the saved outputs show every cell run without errors" if ran else
+              structure if not failures and not unexecuted else
               f"the saved notebook has {len(failures)} error(s) and {unexecuted} cell(s) never run"),
         no_todo_check(rubric, nb),
     ]

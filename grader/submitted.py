@@ -18,6 +18,7 @@ and the verifier then runs in the sandbox, as in execute mode.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .contract import Contract, parse_metrics, parse_predictions
-from .execute import cell_errors
+from .errors import UsageError
+from .execute import cell_errors, iter_cell_errors
+from .identity import is_submission, notebook_problem, submit_digest
 from .results import VERIFY_MODE
-from .rubric import notebook_errors
-from .sandbox import Limits
+from .rubric import NO_BASE_MODEL, self_check_digests, source_digest
+from .sandbox import size_text
 from .submissions import SUBMISSION_FILE, is_submission_json
 
 __all__ = ["VERIFY_MODE", "saved_contract", "ran_in_order", "stage_model", "weights_mismatch", "ModelNotStaged"]
@@ -41,6 +44,7 @@ __all__ = ["VERIFY_MODE", "saved_contract", "ran_in_order", "stage_model", "weig
 MODEL_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
 MAX_MODEL_FILES = 64
 MAX_SUBMISSION_JSON_BYTES = 1_000_000
+MAX_NAME_BYTES = 255        # a file name's limit on Linux and macOS file systems
 HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -54,75 +58,96 @@ class SubmittedContract(Contract):
     """The contract as the notebook's submit cell recorded it, with the model it names."""
 
     model: dict = field(default_factory=dict)
+    test_split: dict = field(default_factory=dict)   # what the submit cell recorded of its test split
 
 
 # 1 ------------------------------------------------------------------------------------------
-def _submission_outputs(nb):
-    """The JSON objects the notebook displayed that look like a submission, the last one first."""
+def _submission_outputs(nb, submit_digest: str | None = None):
+    """The JSON objects the notebook displayed that look like a submission, the last one first; with
+    ``submit_digest``, only those the course's submit cell displayed (a cell with its source)."""
     found = []
     for cell in nb.cells:
-        if cell.cell_type != "code":
+        if cell.cell_type != "code" or (submit_digest is not None and source_digest(cell.source) != submit_digest):
             continue
         for output in cell.get("outputs", []):
             data = output.get("data", {}).get("application/json")
-            if isinstance(data, dict) and "predictions" in data and "test_metrics" in data:
+            if is_submission(data):
                 found.append(data)
     return found[::-1]
 
 
-def saved_contract(nb) -> SubmittedContract:
-    """What the notebook's submit cell displayed (the grader's contract cell never ran in verify mode)."""
+def saved_contract(nb, answer_key: Path | None = None) -> SubmittedContract:
+    """What the notebook's submit cell displayed (the grader's contract cell never ran in verify mode).
+
+    With ``answer_key``, the submission is read from the course's submit cell only (the cell with the answer
+    key's submit source), when the answer key has one: JSON pasted into another cell counts for nothing."""
     contract = SubmittedContract()
-    outputs = _submission_outputs(nb)
+    digest = submit_digest(answer_key) if answer_key is not None else None
+    outputs = _submission_outputs(nb, digest)
     if not outputs:
-        contract.problems.append("the notebook's saved outputs hold no submission (run the submit cell, section 14)")
+        where = "the course's submit cell (section 14) shows" if digest else "the notebook's saved outputs hold"
+        contract.problems.append(f"{where} no submission (run the submit cell, section 14)")
         return contract
     payload = outputs[0]
     contract.test_metrics = parse_metrics(payload.get("test_metrics"), contract.problems)
     contract.predictions = parse_predictions(payload.get("predictions"), contract.problems)
     contract.model = payload.get("model") if isinstance(payload.get("model"), dict) else {}
+    contract.test_split = payload.get("test_split") if isinstance(payload.get("test_split"), dict) else {}
     return contract
 
 
 # 2 ------------------------------------------------------------------------------------------
-def ran_in_order(nb) -> tuple[bool, str, list]:
-    """Whether the saved outputs show every code cell run once, top to bottom, without an error;
-    with the message and the errors found."""
+def first_notebook_error(nb):
+    """The first error the saved outputs show outside the self-check cells, or None (one pass, lazily)."""
+    self_checks = self_check_digests()
+    return next((error for error in iter_cell_errors(nb) if source_digest(error.source) not in self_checks), None)
+
+
+def ran_in_order(nb, answer_key: Path | None = None) -> tuple[bool, str, list]:
+    """Whether the saved outputs show the course's notebook (``answer_key``'s locked cells, with the outputs
+    they print) with every code cell run once, top to bottom, without an error; with the message and the
+    errors found (the first few)."""
     errors = cell_errors(nb)
-    failures = notebook_errors(errors)
+    failure = first_notebook_error(nb)
     counts = [(number, cell.get("execution_count")) for number, cell in
               enumerate((c for c in nb.cells if c.cell_type == "code"), start=1) if cell.source.strip()]
     never = [number for number, count in counts if not isinstance(count, int)]
     ran = [(number, count) for number, count in counts if isinstance(count, int)]
     out_of_order = next((number for (_, before), (number, count) in zip(ran, ran[1:]) if count <= before), None)
-    if failures:
-        first = failures[0]
-        return False, f"the saved outputs show cell {first.cell_number} raised {first.ename}: {first.evalue[:200]}", errors
+    structure = notebook_problem(nb, answer_key, outputs=True)[0] if answer_key is not None else None
+    if failure:
+        return False, (f"the saved outputs show cell {failure.cell_number} raised {failure.ename}: "
+                       f"{failure.evalue[:200]}"), errors
+    if structure:
+        return False, structure, errors
     if never:
         return False, f"{len(never)} code cell(s) never ran (first: cell {never[0]}): use Restart and run all", errors
     if out_of_order:
         return False, (f"cell {out_of_order} ran before the cell above it (execution counts out of order): "
                        "use Restart and run all, then submit"), errors
-    return True, "the saved outputs show every cell run in order without errors (not re-run)", errors
+    return True, "the saved outputs show the course's notebook, every cell run in order without errors (not re-run)", \
+        errors
 
 
 # 3 ------------------------------------------------------------------------------------------
 def _model_file_name(name: str) -> bool:
-    return (name == os.path.basename(name) and name not in ("", ".", "..") and not name.startswith(".")
-            and name.endswith(MODEL_SUFFIXES) and "\\" not in name and "\x00" not in name)
+    """A plain file name of the kind a model consists of, that this file system can hold."""
+    try:
+        too_long = len(os.fsencode(name)) > MAX_NAME_BYTES
+    except UnicodeError:   # not representable as a file name here: not a model file either
+        return False
+    return (not too_long and name == os.path.basename(name) and name not in ("", ".", "..")
+            and not name.startswith(".") and name.endswith(MODEL_SUFFIXES) and "\\" not in name and "\x00" not in name)
 
 
-def _copy_capped(source, target: Path, budget: list[int], limits: Limits) -> None:
-    """Copy a stream, counting its real bytes against the file and total limits."""
-    written = 0
+def _copy_capped(source, target: Path, budget: list[int], max_bytes: int) -> None:
+    """Copy a stream, counting its real bytes against what is left of the model's limit (a zip's sizes may lie)."""
     with open(target, "xb") as handle:
         while chunk := source.read(1 << 20):
-            written += len(chunk)
             budget[0] -= len(chunk)
-            if written > limits.max_file_bytes:
-                raise ModelNotStaged(f"{target.name} is over the limit of {limits.max_file_bytes} bytes a file")
             if budget[0] < 0:
-                raise ModelNotStaged(f"the model is over the limit of {limits.disk_bytes} bytes in all")
+                raise ModelNotStaged(f"the model is over the limit of {size_text(max_bytes)} "
+                                     f"(grade --max-model-size), at {target.name}")
             handle.write(chunk)
 
 
@@ -142,39 +167,59 @@ def _zip_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
         if info.flag_bits & 0x1:
             raise ModelNotStaged("the zip is encrypted")
         if "/" in name or not _model_file_name(name):
-            continue   # a notebook, checkpoints, a path that leads elsewhere: not part of the model
+            continue   # a notebook, checkpoints, a path that leads elsewhere, a name too long: not the model's
         chosen[name] = info
     return chosen
 
 
-def stage_zip(path: Path, target: Path, limits: Limits) -> None:
+def _refuse_declared_sizes(members: dict[str, zipfile.ZipInfo], max_bytes: int) -> None:
+    """Refuse, before a byte is written, a zip whose model files declare more than the limit in all."""
+    declared = sum(info.file_size for info in members.values())
+    if declared > max_bytes:
+        largest = max(members, key=lambda name: members[name].file_size)
+        raise ModelNotStaged(f"the zip declares {size_text(declared)} of model files ({largest}: "
+                             f"{size_text(members[largest].file_size)}), over the limit of {size_text(max_bytes)} "
+                             "(grade --max-model-size)")
+
+
+def stage_zip(path: Path, target: Path, max_bytes: int) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
-            budget = [limits.disk_bytes]
-            for name, info in _zip_members(archive).items():
+            members = _zip_members(archive)
+            _refuse_declared_sizes(members, max_bytes)
+            budget = [max_bytes]
+            for name, info in members.items():
                 with archive.open(info) as source:
-                    _copy_capped(source, target / name, budget, limits)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError) as error:
-        raise ModelNotStaged(f"the zip cannot be read: {error}") from error
+                    _copy_capped(source, target / name, budget, max_bytes)
+    # UnicodeDecodeError: a name flagged UTF-8 that is not; the student's zip, never the grader's fault
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError,
+            UnicodeDecodeError, ValueError) as error:
+        raise ModelNotStaged(f"the zip cannot be read: {type(error).__name__}: {str(error)[:300]}") from error
 
 
-def stage_folder(folder: Path, target: Path, limits: Limits, links_within: Path | None = None) -> None:
+def stage_folder(folder: Path, target: Path, max_bytes: int, links_within: Path | None = None) -> None:
     """Copy a model folder's regular files. Links are refused, except, for a Hub snapshot
     (``links_within``), links into that repository's own cache."""
     entries = sorted(folder.iterdir())
     if len(entries) > MAX_MODEL_FILES * 4:
         raise ModelNotStaged(f"the model folder holds {len(entries)} entries; a model has far fewer")
-    budget = [limits.disk_bytes]
+    chosen = []
     for entry in entries:
         if not _model_file_name(entry.name):
             continue
         real = Path(os.path.realpath(entry))
         if entry.is_symlink() and (links_within is None or not real.is_relative_to(links_within)):
             raise ModelNotStaged(f"{entry.name} in the model folder is a link to another file")
-        if not stat.S_ISREG(os.stat(real).st_mode):
-            continue
+        if stat.S_ISREG(os.stat(real).st_mode):
+            chosen.append((entry.name, real))
+    declared = sum(real.stat().st_size for _, real in chosen)
+    if declared > max_bytes:
+        raise ModelNotStaged(f"the model folder holds {size_text(declared)} of model files, over the limit of "
+                             f"{size_text(max_bytes)} (grade --max-model-size)")
+    budget = [max_bytes]
+    for name, real in chosen:
         with open(real, "rb") as source:
-            _copy_capped(source, target / entry.name, budget, limits)
+            _copy_capped(source, target / name, budget, max_bytes)
 
 
 def hub_reference(contract: SubmittedContract, submission_json: Path | None) -> tuple[str, str] | None:
@@ -198,56 +243,96 @@ def hub_reference(contract: SubmittedContract, submission_json: Path | None) -> 
     return repository, revision
 
 
-def hub_download_size(repository: str, revision: str) -> int | None:
-    """Bytes of the model's files at ``revision`` as the Hub lists them, or None when it cannot be asked
-    (offline: then only what is already in the cache is used)."""
+def hub_listing(repository: str, revision: str) -> int | None:
+    """Bytes of the model's files at ``revision`` as the Hub lists them, or None when the Hub cannot be asked
+    (offline: then only what the grader's own cache holds is used). Asked without credentials, as anyone
+    would: the instructor's token would open repositories only the instructor may read. Refused when
+    ``revision`` is not the commit the Hub resolves it to: a branch or tag may be named with 40 hexadecimal
+    digits, and a branch can move after the deadline."""
     from huggingface_hub import HfApi
 
     try:
-        info = HfApi().model_info(repository, revision=revision, files_metadata=True)
+        info = HfApi().model_info(repository, revision=revision, files_metadata=True, token=False)
     except Exception:   # offline, private, gone: snapshot_download says which, below
         return None
+    if info.sha is not None and info.sha != revision:
+        raise ModelNotStaged(f"{revision[:12]} names a branch or tag of {repository} (now at commit {info.sha[:12]}), "
+                             "not a commit: record the commit itself (upload_folder returns it)")
     return sum(sibling.size or 0 for sibling in info.siblings or [] if sibling.rfilename.endswith(MODEL_SUFFIXES))
 
 
-def download_from_hub(repository: str, revision: str, limits: Limits) -> tuple[Path, Path]:
-    """The snapshot folder of ``repository`` at ``revision`` (from the cache, or downloaded: outside the
-    sandbox, which has no network), and the repository's cache folder its links may point into. A repository
-    larger than the disk limit is refused before a byte is downloaded: it would fill the grader's disk."""
+def download_from_hub(repository: str, revision: str, max_bytes: int, cache: Path) -> tuple[Path, Path]:
+    """The snapshot folder of ``repository`` at commit ``revision`` (from ``cache``, the grader's own, or
+    downloaded into it: outside the sandbox, which has no network), and the repository's cache folder its
+    links may point into. Students' models never enter the Hugging Face cache that execute-mode sandboxes
+    see. A repository larger than ``max_bytes`` is refused before a byte is downloaded."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    size = hub_download_size(repository, revision)
-    if size is not None and size > limits.disk_bytes:
-        raise ModelNotStaged(f"{repository}@{revision[:12]} holds {size} bytes of model files, over the limit of "
-                             f"{limits.disk_bytes}")
+    size = hub_listing(repository, revision)
+    if size is not None and size > max_bytes:
+        raise ModelNotStaged(f"{repository}@{revision[:12]} holds {size_text(size)} of model files, over the limit "
+                             f"of {size_text(max_bytes)} (grade --max-model-size)")
     try:
-        snapshot = Path(snapshot_download(repository, revision=revision, repo_type="model",
-                                          allow_patterns=[f"*{suffix}" for suffix in MODEL_SUFFIXES]))
+        snapshot = Path(snapshot_download(repository, revision=revision, repo_type="model", cache_dir=cache,
+                                          token=False, allow_patterns=[f"*{suffix}" for suffix in MODEL_SUFFIXES]))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
         raise ModelNotStaged(f"{repository}@{revision[:12]} cannot be downloaded: {type(error).__name__}: "
                              f"{str(error)[:300]}") from error
+    if snapshot.name != revision:   # the cache names each snapshot by the commit it holds
+        raise ModelNotStaged(f"the Hub gave commit {snapshot.name[:12]} of {repository}, not the pinned {revision[:12]}")
     return snapshot, Path(os.path.realpath(snapshot.parent.parent))
 
 
-def stage_model(model_source: Path | None, contract: SubmittedContract, target: Path, limits: Limits) -> str:
-    """Copy the submitted model's files into ``target``; returns where they came from, in words."""
+def stage_model(model_source: Path | None, contract: SubmittedContract, target: Path, max_bytes: int,
+                hub_cache: Path | None = None) -> str:
+    """Copy the submitted model's files into ``target``, at most ``max_bytes`` of them; returns where they
+    came from, in words. ``hub_cache``: the grader's own cache of students' Hub models."""
     target.mkdir(parents=True)
     submission_json = model_source if model_source is not None and is_submission_json(model_source) else None
     if model_source is not None and submission_json is None:
         if model_source.is_symlink():
             raise ModelNotStaged(f"the submitted model {model_source.name} is a link, not a file of its own")
         if model_source.is_dir():
-            stage_folder(model_source, target, limits)
+            stage_folder(model_source, target, max_bytes)
         else:
-            stage_zip(model_source, target, limits)
+            stage_zip(model_source, target, max_bytes)
         return model_source.name
     reference = hub_reference(contract, submission_json)
     if reference is None:
         raise ModelNotStaged("no model was submitted: upload the zip the submit cell wrote next to the notebook")
-    snapshot, cache = download_from_hub(*reference, limits)
-    stage_folder(snapshot, target, limits, links_within=cache)
+    if hub_cache is None:
+        raise ModelNotStaged("this submission names a Hub model, and the grader was given no cache to download it to")
+    snapshot, cache = download_from_hub(*reference, max_bytes, hub_cache)
+    stage_folder(snapshot, target, max_bytes, links_within=cache)
     return f"{reference[0]}@{reference[1][:12]}"
+
+
+# 4 ------------------------------------------------------------------------------------------
+BASE_MODEL_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*", "vocab*",
+                    "special_tokens_map.json", "merges.txt"]
+
+
+@functools.cache
+def resolve_base_model(name: str) -> Path | None:
+    """The course's base model as a folder: ``name`` itself when it is one, else a Hub id fetched (or found
+    in the Hugging Face cache) with the instructor's own settings, its config, tokenizer and weights only.
+    None when the check is turned off (``none``)."""
+    if name.strip().lower() in NO_BASE_MODEL:
+        return None
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise UsageError(f"the course's base model {name} holds no config.json")
+        return folder.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, repo_type="model", allow_patterns=BASE_MODEL_FILES))
+    except Exception as error:   # offline, unknown id, no network
+        raise UsageError(f"the course's base model {name!r} is not a folder, and it cannot be had from the Hub "
+                         f"({type(error).__name__}): pass --base-model FOLDER (a copy of it), or --base-model none "
+                         "to grade without checking that each model is a fine-tune of it") from error
 
 
 # 5 ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import numpy as np
 
 from .cancel import Cancellation
 from .course import LABELS
+from .lists import capped
 from .sandbox import Limits, Watchdog, kernel_environment
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -64,6 +65,13 @@ class Verification:
     # compared on these (grader.integrity), never re-run. In JSON, one digit a review ("0110...").
     hidden_predictions: list[int] = field(default_factory=list)
     hidden_set_sha256: str = ""    # the hidden sample they were made on: only models measured on one are compared
+    # verify mode: is it a fine-tune of the course's model? (None: not checked)
+    base_model_problem: str | None = None
+    base_model_checked: bool = False
+    base_similarity: dict = field(default_factory=dict)   # cosine similarities to the base, by tensor group
+    # verify mode with --rederive: the model's metrics on the student's own test split, re-derived
+    test_split_metrics: dict = field(default_factory=dict)
+    test_split_problem: str | None = None   # the notebook's test metrics are not what the model measures there
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -277,6 +285,115 @@ def in_words(count: int) -> str:
     return f"{count:,}"
 
 
+# --- is it a fine-tune of the course's model? -------------------------------------------------
+# What a model's architecture is: a fine-tune keeps every one of these of its base model.
+ARCHITECTURE_SETTINGS = ("model_type", "vocab_size", "hidden_size", "dim", "num_hidden_layers", "n_layers",
+                         "num_attention_heads", "n_heads", "intermediate_size", "hidden_dim",
+                         "max_position_embeddings", "type_vocab_size")
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+# Cosine similarity of a tensor to the base's (of the flattened matrices). Fine-tuning moves weights a
+# little from where pre-training left them; a model trained from another starting point, or initialised at
+# random, shares nothing with them (a similarity near 0). Measured (benchmarks/base_model_distance.py,
+# docs/verify-mode.md): real fine-tunes >= 0.97 for the word embeddings and the encoder's matrices;
+# random and foreign weights <= 0.03. The threshold sits far from both.
+MIN_BASE_SIMILARITY = 0.5
+
+
+def base_model_check(save_dir: Path, base_dir: Path, tokenizer, base_name: str) -> tuple[str | None, dict]:
+    """Why the model in ``save_dir`` is not a fine-tune of the base model in ``base_dir`` (None when it is),
+    with the similarities measured. Reads the two configs, the base's vocabulary, and only the tensors
+    compared (safetensors' lazy ``safe_open``)."""
+    try:
+        settings, base_settings = read_config_settings(save_dir), read_config_settings(base_dir)
+        differences = [f"{key} {settings.get(key)!r} (the course's model has {base_settings[key]!r})"
+                       for key in ARCHITECTURE_SETTINGS if key in base_settings and settings.get(key) != base_settings[key]]
+        if differences:
+            return (f"this is not a fine-tune of the course's model {base_name}: its config has "
+                    + ", ".join(differences[:4]), {})
+        vocabulary = vocabulary_difference(tokenizer, base_dir)
+        if vocabulary:
+            return f"this is not a fine-tune of the course's model {base_name}: {vocabulary}", {}
+        similarity = weight_similarities(save_dir, settings, base_dir, base_settings)
+    except Refusal as refusal:
+        return str(refusal), {}
+    except Exception as error:   # the student's files are hostile input: a problem, never a crash
+        return f"the model cannot be compared with the course's model: {type(error).__name__}: {error}"[:500], {}
+    if "word_embeddings" not in similarity:
+        return f"its weights have no word embeddings of the course's model {base_name} to compare", similarity
+    for group, words in (("word_embeddings", "word embeddings"),
+                         ("encoder_median", "other weight matrices (attention, feed-forward, positions)")):
+        if similarity.get(group, 1.0) < MIN_BASE_SIMILARITY:
+            return (f"this is not a fine-tune of the course's model {base_name}: its {words} are not the "
+                    f"course model's (cosine similarity {similarity[group]:.3f}; fine-tuning keeps it above "
+                    f"{MIN_BASE_SIMILARITY}): trained from another model, or from random weights", similarity)
+    return None, similarity
+
+
+def vocabulary_difference(tokenizer, base_dir: Path) -> str | None:
+    """How the tokenizer's vocabulary differs from the base model's, or None (also when the base has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        base = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=False, local_files_only=True).get_vocab()
+    except Exception:   # a base model folder without a tokenizer: nothing to compare
+        return None
+    vocabulary = tokenizer.get_vocab()
+    if vocabulary == base:
+        return None
+    differing = sum(vocabulary.get(token) != index for token, index in base.items())
+    return (f"its tokenizer's vocabulary is not the course model's ({len(vocabulary):,} tokens, "
+            f"{differing:,} of the course's {len(base):,} missing or numbered differently)")
+
+
+def tensor_names(folder: Path, settings: dict) -> dict[str, tuple[Path, str]]:
+    """Each tensor of the model's safetensors by its name without the architecture's prefix
+    (``distilbert.embeddings...`` and a bare model's ``embeddings...`` are the same tensor)."""
+    from safetensors import safe_open
+
+    prefix = f"{settings.get('model_type')}."
+    names = {}
+    for path in weight_files(folder, settings):
+        with safe_open(path, "pt") as handle:
+            for name in handle.keys():
+                names[name.removeprefix(prefix)] = (path, name)
+    return names
+
+
+def read_tensor(path: Path, name: str):
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as handle:
+        return handle.get_tensor(name)
+
+
+def cosine_similarity(a, b, chunk: int = 1 << 20) -> float:
+    """Cosine similarity of two flat tensors, summed in float64 a chunk at a time (a float32 sum over the
+    23 million numbers of DistilBERT's word embeddings drifts past 1)."""
+    dot = a_norm = b_norm = 0.0
+    for start in range(0, a.numel(), chunk):
+        x, y = a[start:start + chunk].double(), b[start:start + chunk].double()
+        dot, a_norm, b_norm = dot + float(x @ y), a_norm + float(x @ x), b_norm + float(y @ y)
+    return dot / (a_norm * b_norm) ** 0.5 if a_norm > 0 and b_norm > 0 else 0.0
+
+
+def weight_similarities(save_dir: Path, settings: dict, base_dir: Path, base_settings: dict) -> dict:
+    """Cosine similarity to the base of the word embeddings, and the median and lowest over the other
+    weight matrices both models have (of one shape), one tensor in memory at a time."""
+    mine, base = tensor_names(save_dir, settings), tensor_names(base_dir, base_settings)
+    similarities = {}
+    for name in sorted(set(mine) & set(base)):
+        ours, theirs = read_tensor(*mine[name]), read_tensor(*base[name])
+        if ours.dim() == 2 and ours.shape == theirs.shape:
+            similarities[name] = cosine_similarity(ours.flatten(), theirs.flatten())
+    summary = {"matrices": len(similarities)}
+    if WORD_EMBEDDINGS in similarities:
+        summary["word_embeddings"] = similarities.pop(WORD_EMBEDDINGS)
+    if similarities:
+        values = sorted(similarities.values())
+        summary.update(encoder_median=values[len(values) // 2], encoder_min=values[0])
+    return summary
+
+
 def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
     if total == 0:
         return (0.0, 1.0)
@@ -293,6 +410,16 @@ def f1_score_binary(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     false_negative = ((predicted == 0) & (labels == 1)).sum(axis=-1)
     denominator = 2 * true_positive + false_positive + false_negative
     return np.where(denominator > 0, 2 * true_positive / np.maximum(denominator, 1), 0.0)
+
+
+def binary_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Accuracy, and precision, recall and F1 of the positive class (0 where undefined), as the notebook's
+    compute_metrics reports them."""
+    true_positive = int(((predicted == 1) & (labels == 1)).sum())
+    precision = true_positive / max(int((predicted == 1).sum()), 1)
+    recall = true_positive / max(int((labels == 1).sum()), 1)
+    return {"accuracy": float((predicted == labels).mean()) if len(labels) else 0.0, "precision": precision,
+            "recall": recall, "f1": float(f1_score_binary(labels, predicted))}
 
 
 def bootstrap_f1_interval(labels, predicted, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -502,6 +629,10 @@ def verify(request: dict) -> Verification:
         return result
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     result.loaded = True
+    if request.get("base_model"):
+        result.base_model_problem, result.base_similarity = base_model_check(
+            save_dir, Path(request["base_model"]), tokenizer, request.get("base_model_name") or "")
+        result.base_model_checked = True
     to_class = np.array(output_to_class(model))
 
     hidden = json.loads(Path(request["hidden_set"]).read_text(encoding="utf-8"))
@@ -519,19 +650,29 @@ def verify(request: dict) -> Verification:
     result.f1 = float(f1_score_binary(labels, predicted))
     result.f1_ci = bootstrap_f1_interval(labels, predicted)
 
+    if request.get("test_split"):
+        rows = json.loads(Path(request["test_split"]).read_text(encoding="utf-8"))
+        split_labels = np.array([row["label"] for row in rows])
+        split_probabilities = predict_probabilities(model, tokenizer, [row["text"] for row in rows],
+                                                    request.get("test_max_length") or request["max_length"],
+                                                    labels_only=True, threads=request.get("torch_threads"))
+        result.test_split_metrics = binary_metrics(split_labels, to_class[split_probabilities.argmax(axis=-1)])
+
     claimed = request.get("predictions") or []
     if claimed:
         # the confidences are compared too: fp32 throughout
         again = predict_probabilities(model, tokenizer, [p["text"] for p in claimed], request["max_length"],
                                       threads=request.get("torch_threads"))
+        mismatches = []
         for prediction, row in zip(claimed, again):
             label = LABELS[to_class[row.argmax()]]
             confidence = float(row.max())
             if label != prediction["label"] or abs(confidence - prediction["confidence"]) > CONFIDENCE_TOLERANCE:
-                result.mismatches.append(
+                mismatches.append(
                     f"{prediction['text'][:60]!r}: notebook said {prediction['label']} "
                     f"({prediction['confidence']:.3f}), the saved model says {label} ({confidence:.3f})")
-        result.reproduced = not result.mismatches
+        result.reproduced = not mismatches
+        result.mismatches = capped(mismatches, what="mismatch")
     return result
 
 

@@ -96,11 +96,22 @@ class Expected:
     passes: frozenset = frozenset()
     status: str = "graded"
     reason: str = ""       # in the result's reason or a failed check's message (a regex)
+    ran_message: str = ""  # in the ran_to_end check's message (a regex)
 
 
-def _expect(fails=(), passes=None, reason=""):
+# A notebook that ran without an error, but is not the course's: its ran_to_end message says so (an error
+# in a cell would be named instead). The attacks are short notebooks, not the answer key's cells.
+RAN_BUT_NOT_THE_COURSES = "^this is not the course's notebook as given"
+
+
+def _expect(fails=(), passes=None, reason="", ran_message=""):
     passes = set(CHECKS) - set(fails) if passes is None else passes
-    return Expected(frozenset(fails), frozenset(passes), reason=reason)
+    return Expected(frozenset(fails), frozenset(passes), reason=reason, ran_message=ran_message)
+
+
+def _ran_but_not_the_courses(fails, reason=""):
+    """An attack notebook that ran to its end without an error: it fails ran_to_end only as not the course's."""
+    return _expect(fails=set(fails) | {"ran_to_end"}, reason=reason, ran_message=RAN_BUT_NOT_THE_COURSES)
 
 
 EDITS = {
@@ -132,8 +143,10 @@ EXPECTED = {
     "prints-fake-metrics": _expect(fails={"accuracy", "f1"}, passes={"ran_to_end", "no_todo_left", "reload"}),
     "todo-left": _expect(fails=set(CHECKS), passes=set()),
     "not-json": Expected(status="not gradable"),
-    # The self-checks are the student's aid; the grader measures the model, so this still fails.
-    "overwrites-self-checks": _expect(fails={"accuracy", "f1"}, passes={"ran_to_end", "no_todo_left", "reload"}),
+    # The self-checks are the student's aid; the grader measures the model, so this still fails, and
+    # edited self-checks are no longer the course's notebook.
+    "overwrites-self-checks": _expect(fails={"accuracy", "f1", "ran_to_end"}, passes={"no_todo_left", "reload"},
+                                      ran_message="'check-accuracy' .* was edited"),
 }
 
 
@@ -269,22 +282,22 @@ ATTACK_EXPECTED = {
     "kills-its-kernel": _expect(fails=FLAT, reason="kernel died"),
     "reads-hidden-set": _expect(fails=FLAT, reason="FileNotFoundError"),
     # Nothing hidden is found, so the scan itself runs to its end.
-    "scans-for-csv": _expect(fails=FLAT - {"ran_to_end"}, reason="SAVE_DIR is not defined"),
+    "scans-for-csv": _ran_but_not_the_courses(FLAT, reason="SAVE_DIR is not defined"),
     "opens-socket": _expect(fails=FLAT, reason="ConnectionRefusedError|Network is unreachable"),
     "writes-outside-its-folder": _expect(fails=FLAT, reason="Read-only file system"),
     "edits-the-grader": _expect(fails=FLAT, reason="Read-only file system"),
     "edits-the-gradebook": _expect(fails=FLAT, reason="Read-only file system|No such file"),
-    "fakes-test-metrics": _expect(fails={"accuracy", "f1", "predictions", "reload"}, reason="reproduce"),
+    "fakes-test-metrics": _ran_but_not_the_courses({"accuracy", "f1", "predictions", "reload"}, reason="reproduce"),
     "steals-another-students-model": _expect(fails=FLAT, reason="FileNotFoundError"),
     # Refused as outside the student's folder (the model check does not see the other folder either).
-    "links-to-another-students-model": _expect(fails=FLAT - {"ran_to_end"}, reason="outside|does not exist"),
+    "links-to-another-students-model": _ran_but_not_the_courses(FLAT, reason="outside|does not exist"),
     # Outside the student's folder: refused, and not even there for the model check's sandbox.
-    "save-dir-is-the-course-model": _expect(fails=FLAT - {"ran_to_end"}, reason="outside|does not exist"),
-    "pickle-payload": _expect(fails=FLAT - {"ran_to_end"}, reason="pickle"),
-    # Predictions and metrics typed by hand, no model: only running and having no TODO earn points.
-    "hand-typed-contract": _expect(fails=FLAT - {"ran_to_end"}, reason="no saved model"),
+    "save-dir-is-the-course-model": _ran_but_not_the_courses(FLAT, reason="outside|does not exist"),
+    "pickle-payload": _ran_but_not_the_courses(FLAT, reason="pickle"),
+    # Predictions and metrics typed by hand, no model: only having no TODO earns points.
+    "hand-typed-contract": _ran_but_not_the_courses(FLAT, reason="no saved model"),
     "forges-a-self-check-id": _expect(fails=FLAT, reason="cell 2 raised RuntimeError"),
-    "plants-links-for-the-grader": _expect(fails=FLAT - {"ran_to_end"}, reason="does not exist"),
+    "plants-links-for-the-grader": _ran_but_not_the_courses(FLAT, reason="does not exist"),
     "reads-an-earlier-run": _expect(fails=FLAT, reason="FileNotFoundError"),
     "raises-a-huge-error": _expect(fails=FLAT, reason="raised ValueError: x"),
     "fills-dev-shm": _expect(fails=FLAT, reason="No space left on device"),
@@ -298,8 +311,8 @@ FILE_EXPECTED = {
     "empty-notebook": Expected(status="not gradable", reason="no code cells"),
     "empty-file": Expected(status="not gradable", reason="not a valid Jupyter notebook"),
     "not-utf-8": Expected(status="not gradable", reason="not a valid Jupyter notebook"),
-    CAFE: _expect(fails=FLAT - {"ran_to_end"}),          # file name caf\xe9-latin-1-name
-    EVIL: _expect(fails=FLAT - {"ran_to_end"}),          # file name a\\..\\..\\grader\\evil
+    CAFE: _ran_but_not_the_courses(FLAT),          # file name caf\xe9-latin-1-name
+    EVIL: _ran_but_not_the_courses(FLAT),          # file name a\\..\\..\\grader\\evil
     "links-to-the-answer-key": Expected(status="not gradable", reason="link"),
 }
 CORPUS_EXPECTED = {**EXPECTED, **ATTACK_EXPECTED, **FILE_EXPECTED}

@@ -128,6 +128,8 @@ def test_each_scenario_gets_its_verdict(mixed_batch, scenario):
     assert result.total == sum(c.points for c in result.checks if c.passed)
     reasons = " | ".join([result.reason] + [c.message for c in result.checks if not c.passed])
     assert re.search(expected.reason, reasons), reasons
+    if expected.ran_message:
+        assert re.search(expected.ran_message, result.check("ran_to_end").message), result.check("ran_to_end").message
 
 
 def test_nothing_outside_the_sandbox_changes(mixed_batch):

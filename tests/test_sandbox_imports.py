@@ -26,13 +26,16 @@ def test_the_kernel_wrapper_imports_nothing_heavy():
     assert not modules_after("import grader.confine") & set(HEAVY)
 
 
-def test_the_model_check_imports_nothing_heavy_even_after_checking_a_model(saved_model_folder, tmp_path):
+def test_the_model_check_imports_nothing_heavy_even_after_checking_a_model(saved_model_folder, tiny_model_dir,
+                                                                          tmp_path):
     hidden = tmp_path / "hidden.json"
     hidden.write_text(json.dumps([{"text": "great product", "label": 1}, {"text": "awful product", "label": 0}]))
     request = {"save_dir": str(saved_model_folder), "allowed_root": str(saved_model_folder.parent),
-               "hidden_set": str(hidden), "max_length": 32,
+               "hidden_set": str(hidden), "max_length": 32, "base_model": str(tiny_model_dir),
+               "test_split": str(hidden), "test_max_length": 32,
                "predictions": [{"text": "great", "label": "positive", "confidence": 0.9}]}
-    found = modules_after(f"import grader.verify as v\nresult = v.verify({request!r})\nassert result.loaded, result")
+    found = modules_after(f"import grader.verify as v\nresult = v.verify({request!r})\n"
+                          "assert result.loaded and result.base_model_checked and result.test_split_metrics, result")
     assert "transformers" in found   # it did load the model: the list is not of an empty run
     assert not found & set(HEAVY)
 
