@@ -36,6 +36,8 @@ from grader.submissions import discover  # noqa: E402
 ASSIGNMENT = "finetune"
 NOTEBOOK = "MLB_Project_FineTuning"   # the name students see; nbgrader keys submissions by it
 CHECKS = ["check-accuracy", "check-f1", "check-predictions", "check-reload"]
+# The short questions' answer cells: markdown, nbgrader solution + grade cells, graded by hand (0 points here).
+ANSWERS = ["q-validation-split", "q-dynamic-padding", "q-mcnemar", "q-error-analysis"]
 STUB_MESSAGE = STUB.split('"')[1]   # what the stubs raise
 CELL_TIMEOUT_S = 300                  # nbgrader's default is 30 s per cell
 
@@ -107,10 +109,14 @@ def course(tiny_parameters, tmp_path_factory):
 
 
 def scores(course: Path, student: str) -> tuple[dict, float, float]:
-    """Per graded cell score, the notebook's score and its maximum, from nbgrader's gradebook."""
+    """Per autograded cell score, the notebook's score and its maximum, from nbgrader's gradebook; the
+    answer cells, which nbgrader leaves to manual grading, must be there, waiting for it."""
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         submission = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
-        return ({grade.name: grade.score for grade in submission.grades},
+        manual = {grade.name: (grade.needs_manual_grade, grade.max_score) for grade in submission.grades
+                  if grade.name in ANSWERS}
+        assert manual == dict.fromkeys(ANSWERS, (True, 0.0)), manual
+        return ({grade.name: grade.score for grade in submission.grades if grade.name not in ANSWERS},
                 submission.score, submission.max_score)
 
 
@@ -126,8 +132,9 @@ def test_the_release_is_the_kits_template(course):
     assert ([c.source for c in release.cells if c.cell_type == "code"]
             == [c.source for c in template.cells if c.cell_type == "code"])
     locked = [c.get("id") for c in release.cells if c.metadata.get("nbgrader", {}).get("locked")]
-    # read-only too: the self-checks of the TF-IDF baseline and of the report files, which carry no points
-    assert locked == ["tfidf-self-check", "report-self-check", *CHECKS]
+    # read-only too: the self-checks of the split, the TF-IDF baseline, compute_metrics and the report files,
+    # which carry no points
+    assert locked == ["split-self-check", "tfidf-self-check", "metrics-self-check", "report-self-check", *CHECKS]
 
 
 def test_the_solved_notebook_earns_what_its_own_checks_did(course):
