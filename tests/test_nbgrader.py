@@ -109,15 +109,19 @@ def course(tiny_parameters, tmp_path_factory):
 
 
 def scores(course: Path, student: str) -> tuple[dict, float, float]:
-    """Per autograded cell score, the notebook's score and its maximum, from nbgrader's gradebook; the
-    answer cells, which nbgrader leaves to manual grading, must be there, waiting for it."""
+    """Per autograded cell score, the notebook's score and its maximum, from nbgrader's gradebook."""
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         submission = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
-        manual = {grade.name: (grade.needs_manual_grade, grade.max_score) for grade in submission.grades
-                  if grade.name in ANSWERS}
-        assert manual == dict.fromkeys(ANSWERS, (True, 0.0)), manual
         return ({grade.name: grade.score for grade in submission.grades if grade.name not in ANSWERS},
                 submission.score, submission.max_score)
+
+
+def manual_grades(course: Path, student: str) -> dict:
+    """The answer cells as nbgrader's gradebook holds them: (needs a manual grade, its maximum)."""
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        submission = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
+        return {grade.name: (grade.needs_manual_grade, grade.max_score) for grade in submission.grades
+                if grade.name in ANSWERS}
 
 
 def autograded(course: Path, student: str) -> dict:
@@ -154,12 +158,16 @@ def test_the_solved_notebook_earns_what_its_own_checks_did(course):
     # (test_notebooks.py checks the same without nbgrader)
     assert {cell_id: errors_of(cell) for cell_id, cell in cells.items() if errors_of(cell)} == {}
     assert total == sum(expected.values()) == 100
+    # the answers to the short questions wait for the instructor's manual grade (0 points of their own here)
+    assert manual_grades(course, "solved") == dict.fromkeys(ANSWERS, (True, 0.0))
 
 
 def test_the_blank_release_scores_zero_on_every_check(course):
     course, _ = course
     by_cell, total, max_score = scores(course, "blank")
     assert by_cell == dict.fromkeys(CHECKS, 0.0) and total == 0 and max_score == 100
+    # unanswered (nbgrader's stub left as released): nothing for the instructor to grade
+    assert manual_grades(course, "blank") == dict.fromkeys(ANSWERS, (False, 0.0))
     cells = autograded(course, "blank")
     # the first error is the first stub's: the kit's NotImplementedError under the first TODO
     first_error = next(errors_of(cell) for cell in cells.values() if errors_of(cell))
