@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .contract import Contract, parse_metrics, parse_predictions
-from .execute import cell_errors
+from .execute import cell_errors, cell_location, cell_section, student_cell_number
 from .results import VERIFY_MODE
 from .rubric import notebook_errors
 from .sandbox import Limits
@@ -75,7 +75,7 @@ def saved_contract(nb) -> SubmittedContract:
     contract = SubmittedContract()
     outputs = _submission_outputs(nb)
     if not outputs:
-        contract.problems.append("the notebook's saved outputs hold no submission (run the submit cell, section 14)")
+        contract.problems.append("the notebook's saved outputs hold no submission (run its last section, Submit)")
         return contract
     payload = outputs[0]
     contract.test_metrics = parse_metrics(payload.get("test_metrics"), contract.problems)
@@ -90,18 +90,22 @@ def ran_in_order(nb) -> tuple[bool, str, list]:
     with the message and the errors found."""
     errors = cell_errors(nb)
     failures = notebook_errors(errors)
-    counts = [(number, cell.get("execution_count")) for number, cell in
-              enumerate((c for c in nb.cells if c.cell_type == "code"), start=1) if cell.source.strip()]
-    never = [number for number, count in counts if not isinstance(count, int)]
-    ran = [(number, count) for number, count in counts if isinstance(count, int)]
-    out_of_order = next((number for (_, before), (number, count) in zip(ran, ran[1:]) if count <= before), None)
+    counts = [(index, cell.get("execution_count")) for index, cell in enumerate(nb.cells)
+              if cell.cell_type == "code" and cell.source.strip()]
+    never = [index for index, count in counts if not isinstance(count, int)]
+    ran = [(index, count) for index, count in counts if isinstance(count, int)]
+    out_of_order = next((index for (_, before), (index, count) in zip(ran, ran[1:]) if count <= before), None)
+
+    def where(index: int) -> str:
+        return cell_location(cell_section(nb, index), nb.cells[index].get("id", ""), student_cell_number(nb, index))
+
     if failures:
         first = failures[0]
-        return False, f"the saved outputs show cell {first.cell_number} raised {first.ename}: {first.evalue[:200]}", errors
+        return False, f"the saved outputs show {first.where} raised {first.ename}: {first.evalue[:400]}", errors
     if never:
-        return False, f"{len(never)} code cell(s) never ran (first: cell {never[0]}): use Restart and run all", errors
-    if out_of_order:
-        return False, (f"cell {out_of_order} ran before the cell above it (execution counts out of order): "
+        return False, f"{len(never)} code cell(s) never ran (first: {where(never[0])}): use Restart and run all", errors
+    if out_of_order is not None:
+        return False, (f"{where(out_of_order)} ran before the cell above it (execution counts out of order): "
                        "use Restart and run all, then submit"), errors
     return True, "the saved outputs show every cell run in order without errors (not re-run)", errors
 
