@@ -87,6 +87,10 @@ def grading_parser() -> argparse.ArgumentParser:
                              "a zip, or a Hub commit) without re-running the notebook: its saved outputs are read, "
                              "the model is loaded confined, measured on the hidden set and must reproduce the "
                              "notebook's predictions")
+    parser.add_argument("--course-tokenizer", metavar="FOLDER_OR_HUB_ID",
+                        help="the tokenizer the template loads, used to measure a saved model whose folder lacks its "
+                             "own when it reproduces the notebook's predictions (the reload check fails either way; "
+                             "default: the MODEL_NAME parameter, else distilbert-base-uncased)")
     parser.add_argument("--no-execute", action="store_true",
                         help="grade from the outputs saved in each notebook, without running it (unverified)")
     parser.add_argument("--force", action="store_true", help="regrade students who already have a result")
@@ -109,6 +113,7 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
                           time_limit_s=args.timeout, jobs=args.jobs, parameters=parameters,
                           execute=not args.no_execute, verify_submitted=args.verify, force=args.force, keep_work=args.keep_work,
                           rubric=load_rubric(args.rubric), sandbox=args.sandbox, max_output_bytes=args.max_output,
+                          course_tokenizer=args.course_tokenizer,
                           limits=Limits(memory_bytes=args.memory_limit, max_processes=args.max_processes,
                                         max_file_bytes=args.max_file_size, disk_bytes=args.disk_limit))
 

@@ -274,14 +274,18 @@ class Confinement:
 
 
 HIDDEN_SET_INSIDE = "/run/grader/hidden-set.json"   # where the model check reads the hidden set
+COURSE_TOKENIZER_INSIDE = "/run/grader/course-tokenizer"   # ... and the course's tokenizer, when it needs it
 
 
 def verifier_prefix(plan: "SandboxPlan", workdir: Path, hidden_set_file: Path, limits: Limits,
-                    gpus: list[str] | None = None) -> list[str]:
+                    gpus: list[str] | None = None, course_tokenizer: Path | None = None) -> list[str]:
     """The model check's sandbox: the student's folder and the hidden set, read-only, no network,
-    nothing writable but a small /tmp. It runs the grader's code only, on files the student made."""
-    args = sandbox_prefix(plan, [Path(os.path.realpath(workdir))], [], limits.shm_bytes, gpus,
-                          placed={HIDDEN_SET_INSIDE: Path(os.path.realpath(hidden_set_file))})
+    nothing writable but a small /tmp. It runs the grader's code only, on files the student made.
+    ``course_tokenizer``, a folder, is placed at COURSE_TOKENIZER_INSIDE, read-only."""
+    placed = {HIDDEN_SET_INSIDE: Path(os.path.realpath(hidden_set_file))}
+    if course_tokenizer is not None:
+        placed[COURSE_TOKENIZER_INSIDE] = Path(os.path.realpath(course_tokenizer))
+    args = sandbox_prefix(plan, [Path(os.path.realpath(workdir))], [], limits.shm_bytes, gpus, placed=placed)
     return args + ["--chdir", "/"]
 
 
