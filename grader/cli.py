@@ -131,6 +131,10 @@ def grading_parser() -> argparse.ArgumentParser:
     verify.add_argument("--max-model-size", type=size, default=_default("max_model_bytes"), metavar="SIZE",
                         help=f"a submitted model's files in all (default: {size_text(_default('max_model_bytes'))}; "
                              "DistilBERT's are 268 MB)")
+    parser.add_argument("--course-tokenizer", metavar="FOLDER_OR_HUB_ID",
+                        help="the tokenizer the template loads, used to measure a saved model whose folder lacks its "
+                             "own when it reproduces the notebook's predictions (the reload check fails either way; "
+                             "default: the MODEL_NAME parameter, else distilbert-base-uncased)")
     parser.add_argument("--no-execute", action="store_true",
                         help="grade from the outputs saved in each notebook, without running it (unverified)")
     parser.add_argument("--force", action="store_true", help="regrade students who already have a result")
@@ -158,6 +162,7 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
                                                       plausible_accuracy=args.plausible_accuracy),
                           base_model=args.base_model, rederive=args.rederive, course_data=args.course_data,
                           max_model_bytes=args.max_model_size,
+                          course_tokenizer=args.course_tokenizer,
                           limits=Limits(memory_bytes=args.memory_limit, max_processes=args.max_processes,
                                         max_file_bytes=args.max_file_size, disk_bytes=args.disk_limit))
 

@@ -56,6 +56,7 @@ class Prediction:
     text: str
     label: str
     confidence: float
+    label_was_id: bool = False   # the notebook gave the label as its id (0/1), not its name
 
 
 @dataclass
@@ -117,7 +118,8 @@ def parse_predictions(raw, problems: list[str]) -> list[Prediction]:
         if not isinstance(text, str) or label is None or not _is_number(confidence):
             found.append(f"predictions[{position}] needs a text, a label (negative/positive) and a numeric confidence")
             continue
-        predictions.append(Prediction(text, label, float(confidence)))
+        predictions.append(Prediction(text, label, float(confidence),
+                                      label_was_id=not isinstance(item.get("label"), str)))
     problems.extend(capped(found))
     return predictions
 

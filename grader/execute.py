@@ -71,6 +71,47 @@ def student_cell_number(nb: nbformat.NotebookNode, index: int) -> int:
     return 1 + sum(1 for cell in nb.cells[:index] if not is_grader_cell(cell))
 
 
+HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
+MAX_SECTION_CHARS = 120
+
+
+def cell_section(nb: nbformat.NotebookNode, index: int) -> str:
+    """The headings above cell ``index`` as the notebook's table of contents shows them: the last section
+    (``## 8. Fine-tuning``) and the sub-section after it (``### Training curves``), if any."""
+    found: dict[int, str] = {}
+    for cell in reversed(nb.cells[:index]):
+        if cell.get("cell_type") != "markdown":
+            continue
+        for hashes, title in reversed(HEADING.findall(cell.get("source", ""))):
+            level = len(hashes)
+            if level not in found and all(level < deeper for deeper in found):
+                found[level] = clip(title.replace("`", "").strip(), MAX_SECTION_CHARS)
+        if any(level <= 2 for level in found):
+            break
+    return " > ".join(found[level] for level in sorted(found) if level >= 2 or len(found) == 1)
+
+
+# A traceback frame in an installed library (transformers, pandas, ...): the student's fix is not there.
+LIBRARY_FRAME = re.compile(r"^File [^\n]*(?:site-packages|dist-packages|/lib/python\d[.\d]*/)", re.IGNORECASE)
+
+
+def student_traceback(frames: list[str]) -> str:
+    """The traceback with each run of library frames folded into one line: the notebook's own frames
+    (``Cell In[22], line 5``), the header and the error itself stay."""
+    kept, hidden = [], 0
+    for frame in map(strip_ansi, frames):
+        if LIBRARY_FRAME.match(frame.lstrip()):
+            hidden += 1
+            continue
+        if hidden:
+            kept.append(f"[{hidden} frame(s) in installed libraries hidden]")
+            hidden = 0
+        kept.append(frame)
+    if hidden:
+        kept.append(f"[{hidden} frame(s) in installed libraries hidden]")
+    return "\n".join(kept)
+
+
 @dataclass
 class CellError:
     """The first lines a student needs: which cell failed, what it said, and where."""
@@ -80,15 +121,33 @@ class CellError:
     source: str
     ename: str
     evalue: str
-    traceback: str
+    traceback: str        # the notebook's own frames; library frames folded (student_traceback)
+    section: str = ""     # the headings above the cell: "8. Fine-tuning > Training curves"
+    execution_count: int | None = None   # the In [N] of the cell in the notebook's outputs, as Colab shows it
 
     @classmethod
     def from_output(cls, nb, index: int, output, number: int | None = None) -> "CellError":
         """``number``: the cell's number when the caller counted it (``student_cell_number`` is linear)."""
         cell = nb.cells[index]
         output = capped_error(output)
+        count = cell.get("execution_count")
         return cls(student_cell_number(nb, index) if number is None else number, cell.get("id", ""), cell.source,
-                   output["ename"], strip_ansi(output["evalue"]), strip_ansi("\n".join(output["traceback"])))
+                   output["ename"], strip_ansi(output["evalue"]), student_traceback(output["traceback"]),
+                   section=cell_section(nb, index), execution_count=count if isinstance(count, int) else None)
+
+    @property
+    def where(self) -> str:
+        """The cell as a student finds it in Colab: its section, its id, its In [N]."""
+        return cell_location(self.section, self.cell_id, self.cell_number, self.execution_count)
+
+
+def cell_location(section: str, cell_id: str, number: int, execution_count: int | None = None) -> str:
+    """``the cell 'curves' under "8. Fine-tuning > Training curves" (In [22])``; the cell's number when it has
+    no id, the section only when the notebook has headings."""
+    name = f"the cell {cell_id!r}" if cell_id else f"cell {number}"
+    under = f' under "{section}"' if section else ""
+    shown = f" (In [{execution_count}])" if execution_count is not None else ""
+    return f"{name}{under}{shown}"
 
 
 @dataclass
@@ -105,11 +164,12 @@ class Execution:
 
     @property
     def last_cell(self) -> str:
-        """The running cell as a student finds it: its number, and its id."""
+        """The running cell as a student finds it: its section and its id."""
         if self.last_cell_index is None:
-            return "?"
-        cell_id = self.notebook.cells[self.last_cell_index].get("id", "?")
-        return f"{student_cell_number(self.notebook, self.last_cell_index)} (id {cell_id})"
+            return "an unknown cell"
+        index = self.last_cell_index
+        return cell_location(cell_section(self.notebook, index), self.notebook.cells[index].get("id", ""),
+                             student_cell_number(self.notebook, index))
 
     @property
     def completed(self) -> bool:

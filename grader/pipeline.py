@@ -19,12 +19,15 @@ import copy
 import json
 import os
 import shutil
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
+from .answers import short_answers
 from .cancel import Cancellation
 from .contract import Contract, append_contract_cell, read_contract
 from .course import ANSWER_KEYS
@@ -36,14 +39,16 @@ from .parameters import inject_parameters
 from .results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, GradeResult
 from .rubric import Rubric, check, disagrees, load_rubric, no_todo_check, notebook_errors
 from .identity import notebook_problem, other_kit_notebook
-from .sandbox import GB, HIDDEN_SET_INSIDE, MB, TEST_SPLIT_INSIDE, Limits, SandboxPlan, verifier_prefix
+from .sandbox import (COURSE_TOKENIZER_INSIDE, GB, HIDDEN_SET_INSIDE, MB, TEST_SPLIT_INSIDE, Limits, SandboxPlan,
+                      verifier_prefix)
 from .submissions import Submission
 from .rederive import TestSplits, compare_metrics
-from .verify import Verification, verify_in_subprocess
+from .verify import NO_TOKENIZER, TOKENIZER_FILES, Verification, verify_in_subprocess
 from . import submitted
 
 MAX_NOTEBOOK_BYTES = 50_000_000
 MAX_CELLS = 2_000           # the course's notebook has 59: this bounds the grader's own time on one notebook
+MESSAGE_CHARS = 400   # of an error's message in a check's: a self-check's says what to fix, in a sentence or two
 INTERRUPTED_REASON = "the grading run was interrupted before this notebook was graded; a rerun grades it"
 
 
@@ -79,6 +84,10 @@ class GradingOptions:
     integrity: IntegritySettings = field(default_factory=IntegritySettings)
     audit: int = 0                        # verify mode: re-run this many students here, in execute mode
     audit_seed: int | None = None         # None: drawn once per output folder, kept private (grader.audit)
+    # The tokenizer the template's tokenize cell loads (a folder or a Hub id; None: the MODEL_NAME parameter,
+    # else the course's model). A saved model without its tokenizer is measured with it only when it
+    # reproduces the notebook's predictions; the reload check fails either way.
+    course_tokenizer: str | None = None
 
 
 def threads_per_job(jobs: int) -> int:
@@ -211,10 +220,25 @@ def verify(contract: Contract, workdir: Path, hidden_set_file: Path, options: Gr
         placed[TEST_SPLIT_INSIDE] = Path(os.path.realpath(compare.test_split))
         request.update(test_split=TEST_SPLIT_INSIDE if confined else str(placed[TEST_SPLIT_INSIDE]),
                        test_max_length=compare.test_max_length or options.max_length)
-    prefix = verifier_prefix(sandbox, workdir, hidden_set_file, options.limits, assigned_gpus(env),
-                             readable=readable, placed=placed) if confined else []
-    verification = verify_in_subprocess(request, options.verify_time_limit_s, env, prefix=prefix, limits=options.limits,
-                                        watch_folder=workdir, cancellation=cancellation)
+
+    def check_model(course_tokenizer: Path | None = None) -> Verification:
+        if course_tokenizer is not None:
+            placed[COURSE_TOKENIZER_INSIDE] = Path(os.path.realpath(course_tokenizer))
+            request["course_tokenizer"] = COURSE_TOKENIZER_INSIDE if confined else str(course_tokenizer)
+        prefix = verifier_prefix(sandbox, workdir, hidden_set_file, options.limits, assigned_gpus(env),
+                                 readable=readable, placed=placed) if confined else []
+        return verify_in_subprocess(request, options.verify_time_limit_s, env, prefix=prefix, limits=options.limits,
+                                    watch_folder=workdir, cancellation=cancellation)
+
+    verification = check_model()
+    # No tokenizer saved: the model is checked again, with the course's tokenizer (a second start, for
+    # these students only). It is measured with it only if it reproduces the notebook's predictions.
+    if verification.tokenizer_missing and not verification.loaded and contract.predictions and not (
+            cancellation is not None and cancellation.cancelled):
+        course = compare.base_model if compare.base_model is not None and not options.course_tokenizer \
+            else course_tokenizer(options)
+        if course is not None:
+            verification = check_model(course)
     verification.hidden_set_sha256 = file_digest(hidden_set_file)
     return verification
 
@@ -225,6 +249,47 @@ def base_model_paths(folder: Path) -> list[Path]:
     return [folder, *sorted({Path(os.path.realpath(path)).parent for path in folder.iterdir()})]
 
 
+DEFAULT_COURSE_MODEL = "distilbert-base-uncased"   # the answer key's MODEL_NAME
+_COURSE_TOKENIZERS: dict[str, Path | None] = {}
+_COURSE_TOKENIZER_LOCK = threading.Lock()
+
+
+def course_tokenizer(options: GradingOptions) -> Path | None:
+    """A folder holding the course's tokenizer: ``options.course_tokenizer``, else the MODEL_NAME parameter,
+    else the course's model. A Hub id is loaded once (from the Hub or its cache: this is the grader's own
+    process, not a sandbox) and saved as plain files under the output folder's private part. None when it
+    cannot be had (offline, not cached)."""
+    source = str(options.course_tokenizer or options.parameters.get("MODEL_NAME") or DEFAULT_COURSE_MODEL)
+    local = Path(source)
+    if local.is_dir():
+        return local.resolve() if any((local / name).is_file() for name in TOKENIZER_FILES) else None
+    with _COURSE_TOKENIZER_LOCK:
+        if source not in _COURSE_TOKENIZERS:
+            _COURSE_TOKENIZERS[source] = saved_tokenizer(source, Path(options.output_dir) / ".grader")
+        return _COURSE_TOKENIZERS[source]
+
+
+def saved_tokenizer(hub_id: str, private: Path) -> Path | None:
+    import hashlib
+
+    folder = private / f"course-tokenizer-{hashlib.sha256(hub_id.encode()).hexdigest()[:12]}"
+    if (folder / "tokenizer_config.json").is_file():
+        return folder
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(hub_id, trust_remote_code=False)
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        tokenizer.save_pretrained(partial)
+        os.replace(partial, folder)
+    except Exception as error:  # offline and not cached, or not a model id: there is no course tokenizer then
+        warnings.warn(f"the course's tokenizer {hub_id!r} cannot be loaded ({type(error).__name__}), so a model "
+                      "saved without its tokenizer cannot be measured: pass --course-tokenizer FOLDER", stacklevel=2)
+        return None
+    return folder
+
+
 # 7 ------------------------------------------------------------------------------------------
 def run_check(result: GradeResult, execution: Execution, structure: str | None = None) -> tuple[bool, str]:
     """``structure``: why the submitted notebook is not the course's (identity.notebook_problem), or None."""
@@ -233,7 +298,7 @@ def run_check(result: GradeResult, execution: Execution, structure: str | None =
     failures = notebook_errors(result.errors)
     if failures:
         first = failures[0]
-        return False, f"cell {first.cell_number} raised {first.ename}: {first.evalue[:200]}"
+        return False, f"{first.where} raised {first.ename}: {first.evalue[:MESSAGE_CHARS]}"
     if structure:
         return False, structure
     return True, "every cell ran without errors"
@@ -249,15 +314,27 @@ def metric_check(rubric: Rubric, name: str, measured: float | None, ci, problem:
                  f"hidden-set {name} {measured:.3f}{interval} {verdict} {threshold:.2f}")
 
 
+def predictions_mistake(predictions, verification: Verification) -> str | None:
+    """The way the predictions are written wrong, in words, when the saved model makes them all the same:
+    labels given as ids, confidences given as P(positive)."""
+    ids = any(p.label_was_id for p in predictions)
+    positive = verification.confidence_is_positive_probability
+    if not (ids or positive):
+        return None
+    wrong = " and ".join(part for part, found in (("the labels are ids (0/1), not the names 'negative' and "
+                                                   "'positive'", ids),
+                                                  ("the confidences are P(positive), not the probability of "
+                                                   "each predicted label", positive)) if found)
+    return (f"{wrong}: give each label's name (model.config.id2label[label_id]) and, as its confidence, the "
+            "probability of that label (for a negative review, 1 - P(positive)). Your saved model does make these "
+            "predictions")
+
+
 def predictions_check(rubric: Rubric, contract: Contract, verification: Verification):
     predictions = contract.predictions
     if len(predictions) < rubric.min_predictions:
         return check(rubric, "predictions", False,
                      f"{len(predictions)} valid predictions; at least {rubric.min_predictions} are needed")
-    if not all(0.5 <= p.confidence <= 1.0 for p in predictions):
-        return check(rubric, "predictions", False, "a confidence lies outside [0.5, 1]: use the softmax probability")
-    if len({p.label for p in predictions}) < 2:
-        return check(rubric, "predictions", False, "every prediction has the same label; include both sentiments")
     # Points only for what the model did: predictions typed by hand earn nothing.
     if not verification.loaded:
         return check(rubric, "predictions", False, "no saved model could make these predictions: "
@@ -265,6 +342,13 @@ def predictions_check(rubric: Rubric, contract: Contract, verification: Verifica
     if not verification.reproduced:
         return check(rubric, "predictions", False, "the saved model does not make these predictions: "
                      + "; ".join(verification.mismatches[:3]))
+    mistake = predictions_mistake(predictions, verification)
+    if mistake:
+        return check(rubric, "predictions", False, mistake)
+    if not all(0.5 <= p.confidence <= 1.0 for p in predictions):
+        return check(rubric, "predictions", False, "a confidence lies outside [0.5, 1]: use the softmax probability")
+    if len({p.label for p in predictions}) < 2:
+        return check(rubric, "predictions", False, "every prediction has the same label; include both sentiments")
     return check(rubric, "predictions", True,
                  f"{len(predictions)} predictions with confidences, both labels, made by the saved model")
 
@@ -277,6 +361,9 @@ def reload_check(rubric: Rubric, verification: Verification):
     if not verification.reproduced:
         return check(rubric, "reload", False, "the saved model does not reproduce the predictions: "
                      + "; ".join(verification.mismatches[:3]))
+    if verification.tokenizer_missing:
+        return check(rubric, "reload", False, NO_TOKENIZER + ". The grader measured the model with the course's "
+                     "tokenizer, which reproduces your predictions, but a saved model must load with its own")
     if verification.base_model_problem:
         return check(rubric, "reload", False, verification.base_model_problem)
     if verification.test_split_problem:
@@ -304,7 +391,7 @@ def score(result: GradeResult, nb, ran: tuple[bool, str], contract: Contract, ve
 
 
 def stop_reason(execution: Execution) -> str:
-    where = f" in cell {execution.last_cell}"
+    where = f" in {execution.last_cell}"
     if execution.limit_exceeded:
         return f"stopped{where}: the notebook {execution.limit_exceeded}, over the grader's limit"
     if execution.timed_out:
@@ -417,6 +504,7 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
         nb = read_submission(submission.notebook)
         refuse_another_kit_notebook(nb, options.rubric)
         result.provenance = provenance(submission.notebook, nb)
+        result.answers = short_answers(nb)
         if options.verify_submitted:
             grade_submitted_model(result, submission, nb, options, hidden_set_file, workdir, env, sandbox,
                                   cancellation)

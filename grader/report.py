@@ -118,7 +118,7 @@ def gradebook_csv(results: list[GradeResult], review=None) -> str:
     writer = csv.writer(buffer)
     writer.writerow(["student_id", "name", "status", "verified", "sandboxed", *CHECKS, "total", "max_total",
                      "hidden_accuracy", "hidden_f1", "reported_accuracy", "reported_f1", "flags", "run_time_s",
-                     "reason"])
+                     "reason", "short_answers"])
     for result in sorted(results, key=lambda r: r.student_id):
         verification = result.verification
         checks = [("pass" if c.passed else "fail") if (c := result.check(name)) else "" for name in CHECKS]
@@ -130,8 +130,16 @@ def gradebook_csv(results: list[GradeResult], review=None) -> str:
                          _figure(verification.accuracy if verification else None),
                          _figure(verification.f1 if verification else None),
                          _figure(result.reported_metrics.get("accuracy")), _figure(result.reported_metrics.get("f1")),
-                         csv_text("; ".join(flags)), result.run_time_s, csv_text(result.reason)])
+                         csv_text("; ".join(flags)), result.run_time_s, csv_text(result.reason),
+                         answered_text(result)])
     return buffer.getvalue()
+
+
+def answered_text(result: GradeResult) -> str:
+    """``3/4 answered``: the short questions, graded by hand (nbgrader's formgrader, or the feedback pages)."""
+    if not result.answers:
+        return ""
+    return f"{sum(answer.answered for answer in result.answers)}/{len(result.answers)} answered"
 
 
 def canvas_csv(results: list[GradeResult], assignment: str = CANVAS_ASSIGNMENT) -> str:
@@ -179,9 +187,12 @@ def feedback_html(result: GradeResult, rubric: Rubric) -> str:
     if result.disagreement or result.contract_problems:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(item)}</li>" for item in
                                                   result.disagreement + result.contract_problems) + "</ul>")
+    parts.append(_answers_section(result))
     if result.errors:
         first = result.errors[0]
-        parts.append(f"<h2>First error: cell {first.cell_number} ({esc(first.cell_id)})</h2>"
+        parts.append(f"<h2>First error: {esc(first.where)}</h2>"
+                     "<p>In Colab, the cell's id is in its link (<i>Copy link to cell</i>: <code>#scrollTo=id</code>); "
+                     "the traceback below names it <code>Cell In[N]</code>, N being the number left of the cell.</p>"
                      f"<pre>{esc(first.source)}</pre><p>{esc(first.ename)}: {esc(first.evalue)}</p>"
                      f"<pre>{esc(first.traceback[-6000:])}</pre>")
         if len(result.errors) > 1:
@@ -209,6 +220,21 @@ def verify_mode_note(result: GradeResult) -> str:
     ]
     return ("<div class='note'><p>Your notebook was <b>not re-run</b>: the grader read its saved outputs.</p><ul>"
             + "".join(items) + "</ul></div>")
+
+
+def _answers_section(result: GradeResult) -> str:
+    """The short questions and the student's answers, for the instructor to grade by hand."""
+    if not result.answers:
+        return ""
+    esc = html.escape
+    rows = ["<h2>Short answers</h2><p>Read and graded by your instructor; the autograder gives them no points.</p>"
+            "<table><tr><th>question</th><th>your answer</th></tr>"]
+    for answer in result.answers:
+        text = (f"<div style='white-space:pre-wrap'>{esc(answer.text)}</div>" if answer.answered
+                else "<span class='fail'>not answered</span>")
+        rows.append(f"<tr><td><b>{esc(answer.question_id)}</b><br>{esc(answer.question)}</td><td>{text}</td></tr>")
+    rows.append("</table>")
+    return "".join(rows)
 
 
 def _metrics_table(result: GradeResult, rubric: Rubric) -> str:

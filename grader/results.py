@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .answers import ShortAnswer
 from .execute import CellError
 from .rubric import CheckResult
 from .verify import Verification
@@ -48,6 +49,7 @@ class GradeResult:
     rederivation: str = ""         # verify mode: whether the test metrics were re-measured on the re-derived split
     fingerprint: str = ""          # what the grade depends on (grader.fingerprint); a rerun keeps it only if unchanged
     provenance: Provenance = field(default_factory=Provenance)
+    answers: list[ShortAnswer] = field(default_factory=list)   # the short questions: for the instructor, no points
 
     @classmethod
     def for_submission(cls, submission, **fields) -> "GradeResult":
@@ -80,6 +82,7 @@ class GradeResult:
         data = {key: value for key, value in data.items() if key not in ("total", "max_total", "passed")}
         data["checks"] = [CheckResult(**check) for check in data.get("checks", [])]
         data["errors"] = [CellError(**error) for error in data.get("errors", [])]
+        data["answers"] = [ShortAnswer(**answer) for answer in data.get("answers", [])]
         if data.get("verification"):
             data["verification"] = Verification.from_dict(data["verification"])
         data["provenance"] = Provenance(**data.get("provenance") or {})

@@ -276,6 +276,7 @@ class Confinement:
 
 HIDDEN_SET_INSIDE = "/run/grader/hidden-set.json"   # where the model check reads the hidden set
 TEST_SPLIT_INSIDE = "/run/grader/test-split.json"   # ... and a student's re-derived test split (verify mode)
+COURSE_TOKENIZER_INSIDE = "/run/grader/course-tokenizer"   # ... and the course's tokenizer, when it needs it
 
 
 def verifier_prefix(plan: "SandboxPlan", workdir: Path, hidden_set_file: Path, limits: Limits,

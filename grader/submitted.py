@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .contract import Contract, parse_metrics, parse_predictions
 from .errors import UsageError
-from .execute import cell_errors, iter_cell_errors
+from .execute import cell_errors, cell_location, cell_section, iter_cell_errors, student_cell_number
 from .identity import is_submission, notebook_problem, submit_digest
 from .results import VERIFY_MODE
 from .rubric import NO_BASE_MODEL, self_check_digests, source_digest
@@ -85,8 +85,8 @@ def saved_contract(nb, answer_key: Path | None = None) -> SubmittedContract:
     digest = submit_digest(answer_key) if answer_key is not None else None
     outputs = _submission_outputs(nb, digest)
     if not outputs:
-        where = "the course's submit cell (section 14) shows" if digest else "the notebook's saved outputs hold"
-        contract.problems.append(f"{where} no submission (run the submit cell, section 14)")
+        where = "the course's submit cell shows" if digest else "the notebook's saved outputs hold"
+        contract.problems.append(f"{where} no submission (run its last section, Submit)")
         return contract
     payload = outputs[0]
     contract.test_metrics = parse_metrics(payload.get("test_metrics"), contract.problems)
@@ -109,21 +109,24 @@ def ran_in_order(nb, answer_key: Path | None = None) -> tuple[bool, str, list]:
     errors found (the first few)."""
     errors = cell_errors(nb)
     failure = first_notebook_error(nb)
-    counts = [(number, cell.get("execution_count")) for number, cell in
-              enumerate((c for c in nb.cells if c.cell_type == "code"), start=1) if cell.source.strip()]
-    never = [number for number, count in counts if not isinstance(count, int)]
-    ran = [(number, count) for number, count in counts if isinstance(count, int)]
-    out_of_order = next((number for (_, before), (number, count) in zip(ran, ran[1:]) if count <= before), None)
+    counts = [(index, cell.get("execution_count")) for index, cell in enumerate(nb.cells)
+              if cell.cell_type == "code" and cell.source.strip()]
+    never = [index for index, count in counts if not isinstance(count, int)]
+    ran = [(index, count) for index, count in counts if isinstance(count, int)]
+    out_of_order = next((index for (_, before), (index, count) in zip(ran, ran[1:]) if count <= before), None)
     structure = notebook_problem(nb, answer_key, outputs=True)[0] if answer_key is not None else None
+
+    def where(index: int) -> str:
+        return cell_location(cell_section(nb, index), nb.cells[index].get("id", ""), student_cell_number(nb, index))
+
     if failure:
-        return False, (f"the saved outputs show cell {failure.cell_number} raised {failure.ename}: "
-                       f"{failure.evalue[:200]}"), errors
+        return False, f"the saved outputs show {failure.where} raised {failure.ename}: {failure.evalue[:400]}", errors
     if structure:
         return False, structure, errors
     if never:
-        return False, f"{len(never)} code cell(s) never ran (first: cell {never[0]}): use Restart and run all", errors
-    if out_of_order:
-        return False, (f"cell {out_of_order} ran before the cell above it (execution counts out of order): "
+        return False, f"{len(never)} code cell(s) never ran (first: {where(never[0])}): use Restart and run all", errors
+    if out_of_order is not None:
+        return False, (f"{where(out_of_order)} ran before the cell above it (execution counts out of order): "
                        "use Restart and run all, then submit"), errors
     return True, "the saved outputs show the course's notebook, every cell run in order without errors (not re-run)", \
         errors

@@ -72,6 +72,12 @@ class Verification:
     # verify mode with --rederive: the model's metrics on the student's own test split, re-derived
     test_split_metrics: dict = field(default_factory=dict)
     test_split_problem: str | None = None   # the notebook's test metrics are not what the model measures there
+    # The notebook's confidences are P(positive), not the probability of each prediction's label (a negative
+    # review's is 1 minus it); the model makes those predictions all the same.
+    confidence_is_positive_probability: bool = False
+    # The saved folder holds no tokenizer. The model was measured with the course's, but only when that one
+    # reproduced the notebook's predictions: it is then the tokenizer the student trained with.
+    tokenizer_missing: bool = False
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -606,8 +612,22 @@ def bf16_then_fp32(model, tokenizer, texts, max_length, lengths, batch_size, log
             "max_bf16_error": error, "gap_threshold": threshold}
 
 
+# What AutoTokenizer reads from a folder. Without any of them it builds an EMPTY tokenizer of the config's
+# model type (transformers 5: every word becomes [UNK]), which must never be taken for the student's.
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+NO_TOKENIZER = ("the saved model folder has no tokenizer (no tokenizer_config.json): save it beside the model with "
+                "tokenizer.save_pretrained(SAVE_DIR)")
+
+
+def has_tokenizer(save_dir: Path) -> bool:
+    return any((save_dir / name).is_file() for name in TOKENIZER_FILES)
+
+
 def verify(request: dict) -> Verification:
-    """Load the model and measure it; every failure becomes ``Verification.problem``."""
+    """Load the model and measure it; every failure becomes ``Verification.problem``.
+
+    A folder without a tokenizer is measured with ``request["course_tokenizer"]`` (the course's, which the
+    template's tokenize cell loads) only when that tokenizer reproduces the notebook's predictions."""
     result = Verification()
     save_dir = Path(request["save_dir"])
     result.problem = model_folder_problem(save_dir, Path(request["allowed_root"])) or config_problem(save_dir)
@@ -616,11 +636,17 @@ def verify(request: dict) -> Verification:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    result.tokenizer_missing = not has_tokenizer(save_dir)
+    tokenizer_dir = Path(request["course_tokenizer"]) if result.tokenizer_missing and request.get(
+        "course_tokenizer") else save_dir
+    if result.tokenizer_missing and tokenizer_dir == save_dir:
+        result.problem = NO_TOKENIZER
+        return result
     try:
         # fp32 whatever the file holds: a model submitted in half precision is measured as the notebook used it
         model = AutoModelForSequenceClassification.from_pretrained(
             save_dir, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(save_dir, trust_remote_code=False, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False, local_files_only=True)
     except Exception as error:  # any failure to load is the student's result, not a grader crash
         result.problem = f"the saved model does not load: {type(error).__name__}: {error}"[:500]
         return result
@@ -628,13 +654,51 @@ def verify(request: dict) -> Verification:
         result.problem = f"the saved model has {model.config.num_labels} labels, not 2"
         return result
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    to_class = np.array(output_to_class(model))
+
+    claimed = request.get("predictions") or []
+    if claimed:
+        check_predictions(result, model, tokenizer, to_class, claimed, request)
+    if result.tokenizer_missing and not result.reproduced:
+        return Verification(tokenizer_missing=True, problem=NO_TOKENIZER + (
+            "; the course's tokenizer does not reproduce the notebook's predictions either, so the model cannot "
+            "be measured with the tokenizer it was trained with"))
     result.loaded = True
     if request.get("base_model"):
         result.base_model_problem, result.base_similarity = base_model_check(
             save_dir, Path(request["base_model"]), tokenizer, request.get("base_model_name") or "")
         result.base_model_checked = True
-    to_class = np.array(output_to_class(model))
+    measure_hidden_set(result, model, tokenizer, to_class, request)
+    if request.get("test_split"):
+        measure_test_split(result, model, tokenizer, to_class, request)
+    return result
 
+
+def check_predictions(result: Verification, model, tokenizer, to_class, claimed: list[dict], request: dict) -> None:
+    """Whether the model makes the notebook's predictions. The confidences are compared too (fp32 throughout),
+    read as the notebook meant them: the probability of the label, or, where the notebook gave P(positive)
+    instead (a mistake the predictions check names), that."""
+    again = predict_probabilities(model, tokenizer, [p["text"] for p in claimed], request["max_length"],
+                                  threads=request.get("torch_threads"))
+    positive = int(np.flatnonzero(to_class == LABELS.index("positive"))[0]) if 1 in to_class else 1
+    as_positive = 0
+    for prediction, row in zip(claimed, again):
+        label = LABELS[to_class[row.argmax()]]
+        confidence = float(row.max())
+        if label == prediction["label"] and abs(confidence - prediction["confidence"]) <= CONFIDENCE_TOLERANCE:
+            continue
+        if label == prediction["label"] and abs(float(row[positive]) - prediction["confidence"]) <= CONFIDENCE_TOLERANCE:
+            as_positive += 1
+            continue
+        result.mismatches.append(
+            f"{prediction['text'][:60]!r}: notebook said {prediction['label']} "
+            f"({prediction['confidence']:.3f}), the saved model says {label} ({confidence:.3f})")
+    result.reproduced = not result.mismatches
+    result.mismatches = capped(result.mismatches, what="mismatch")
+    result.confidence_is_positive_probability = result.reproduced and as_positive > 0
+
+
+def measure_hidden_set(result: Verification, model, tokenizer, to_class, request: dict) -> None:
     hidden = json.loads(Path(request["hidden_set"]).read_text(encoding="utf-8"))
     labels = np.array([row["label"] for row in hidden])
     started = time.perf_counter()
@@ -650,30 +714,14 @@ def verify(request: dict) -> Verification:
     result.f1 = float(f1_score_binary(labels, predicted))
     result.f1_ci = bootstrap_f1_interval(labels, predicted)
 
-    if request.get("test_split"):
-        rows = json.loads(Path(request["test_split"]).read_text(encoding="utf-8"))
-        split_labels = np.array([row["label"] for row in rows])
-        split_probabilities = predict_probabilities(model, tokenizer, [row["text"] for row in rows],
-                                                    request.get("test_max_length") or request["max_length"],
-                                                    labels_only=True, threads=request.get("torch_threads"))
-        result.test_split_metrics = binary_metrics(split_labels, to_class[split_probabilities.argmax(axis=-1)])
-
-    claimed = request.get("predictions") or []
-    if claimed:
-        # the confidences are compared too: fp32 throughout
-        again = predict_probabilities(model, tokenizer, [p["text"] for p in claimed], request["max_length"],
-                                      threads=request.get("torch_threads"))
-        mismatches = []
-        for prediction, row in zip(claimed, again):
-            label = LABELS[to_class[row.argmax()]]
-            confidence = float(row.max())
-            if label != prediction["label"] or abs(confidence - prediction["confidence"]) > CONFIDENCE_TOLERANCE:
-                mismatches.append(
-                    f"{prediction['text'][:60]!r}: notebook said {prediction['label']} "
-                    f"({prediction['confidence']:.3f}), the saved model says {label} ({confidence:.3f})")
-        result.reproduced = not mismatches
-        result.mismatches = capped(mismatches, what="mismatch")
-    return result
+def measure_test_split(result: Verification, model, tokenizer, to_class, request: dict) -> None:
+    """The model's metrics on the student's own test split, re-derived by the grader (verify mode's --rederive)."""
+    rows = json.loads(Path(request["test_split"]).read_text(encoding="utf-8"))
+    split_labels = np.array([row["label"] for row in rows])
+    split_probabilities = predict_probabilities(model, tokenizer, [row["text"] for row in rows],
+                                                request.get("test_max_length") or request["max_length"],
+                                                labels_only=True, threads=request.get("torch_threads"))
+    result.test_split_metrics = binary_metrics(split_labels, to_class[split_probabilities.argmax(axis=-1)])
 
 
 RESULT_LINE = "grader-verification: "   # marks the result among whatever else the process prints

@@ -78,6 +78,34 @@ def prints_fake_metrics(nb):
                                    'print(test_metrics)')
 
 
+def labels_as_ids(nb):
+    """predict_sentiment returns the label's id and P(positive): one mistake, the predictions check alone."""
+    _replace(nb, "predict", '''"label": model.config.id2label[int(label_id)], "confidence": float(confidence)}
+            for text, label_id, confidence in zip(texts, label_ids, confidences)]''',
+             '''"label": int(label_id), "confidence": float(positive)}
+            for text, label_id, positive in zip(texts, label_ids, probabilities[:, 1])]''')
+
+
+def no_tokenizer_saved(nb):
+    """The model saved without its tokenizer (reloaded with the one in memory): the reload check alone."""
+    _replace(nb, "save-reload", "tokenizer.save_pretrained(SAVE_DIR)\n", "")
+    _replace(nb, "save-reload", "reloaded_tokenizer = AutoTokenizer.from_pretrained(SAVE_DIR)",
+             "reloaded_tokenizer = tokenizer")
+
+
+def macro_f1(nb):
+    """compute_metrics averages over both classes: its self-check fails, which costs ran_to_end alone."""
+    _replace(nb, "compute-metrics", 'average="binary"', 'average="macro"')
+
+
+def unstratified_split(nb):
+    """A split without stratify_by_column and seed: its self-check sees the shares, ran_to_end alone."""
+    _replace(nb, "split", 'subset.train_test_split(test_size=0.30, stratify_by_column="label", seed=SEED)',
+             "subset.train_test_split(test_size=0.30)")
+    _replace(nb, "split", 'train_rest["test"].train_test_split(test_size=0.50, stratify_by_column="label", seed=SEED)',
+             'train_rest["test"].train_test_split(test_size=0.50)')
+
+
 def metadata_stripped(nb):
     for cell in nb.cells:
         cell.metadata = {}
@@ -126,7 +154,14 @@ EDITS = {
     "prints-fake-metrics": prints_fake_metrics,
     "metadata-stripped": metadata_stripped,
     "overwrites-self-checks": overwrites_self_checks,
+    "labels-as-ids": labels_as_ids,
+    "no-tokenizer-saved": no_tokenizer_saved,
+    "macro-f1": macro_f1,
+    "unstratified-split": unstratified_split,
 }
+# Mistakes that a self-check of the notebook catches, as an error of its run: verify mode reads that error
+# from the saved outputs by the same code as any other (raises-midway), so they are not run again there.
+SELF_CHECKED = {"macro-f1", "unstratified-split"}
 
 EXPECTED = {
     "passes": _expect(),
@@ -147,6 +182,13 @@ EXPECTED = {
     # edited self-checks are no longer the course's notebook.
     "overwrites-self-checks": _expect(fails={"accuracy", "f1", "ran_to_end"}, passes={"no_todo_left", "reload"},
                                       ran_message="'check-accuracy' .* was edited"),
+    # Each mistake: one failed check, whose message names it.
+    "labels-as-ids": _expect(fails={"predictions"}, reason=r"labels are ids \(0/1\).* and the confidences are P\(positive\)"),
+    "no-tokenizer-saved": _expect(fails={"reload"}, reason=r"no tokenizer .*tokenizer\.save_pretrained\(SAVE_DIR\)"),
+    "macro-f1": _expect(fails={"ran_to_end"}, reason=r"'metrics-self-check' under .* raised AssertionError.*"
+                                                      r'its F1 is the macro F1.*average="binary"'),
+    "unstratified-split": _expect(fails={"ran_to_end"}, reason=r"'split-self-check' under \"3\. The data > Subset and "
+                                                              r'split\" .*raised AssertionError.*stratify_by_column'),
 }
 
 
@@ -296,7 +338,7 @@ ATTACK_EXPECTED = {
     "pickle-payload": _ran_but_not_the_courses(FLAT, reason="pickle"),
     # Predictions and metrics typed by hand, no model: only having no TODO earns points.
     "hand-typed-contract": _ran_but_not_the_courses(FLAT, reason="no saved model"),
-    "forges-a-self-check-id": _expect(fails=FLAT, reason="cell 2 raised RuntimeError"),
+    "forges-a-self-check-id": _expect(fails=FLAT, reason="the cell 'check-accuracy' raised RuntimeError"),
     "plants-links-for-the-grader": _ran_but_not_the_courses(FLAT, reason="does not exist"),
     "reads-an-earlier-run": _expect(fails=FLAT, reason="FileNotFoundError"),
     "raises-a-huge-error": _expect(fails=FLAT, reason="raised ValueError: x"),

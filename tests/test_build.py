@@ -42,9 +42,21 @@ def test_no_solution_code_leaks_into_the_template():
 
 
 def test_self_checks_are_locked_and_kept():
-    checks = [c for c in build_template().cells if c.metadata.get("nbgrader", {}).get("grade")]
+    checks = [c for c in code_cells(build_template()) if c.metadata.get("nbgrader", {}).get("grade")]
     assert [c.id for c in checks] == ["check-accuracy", "check-f1", "check-predictions", "check-reload"]
     assert all(c.metadata["deletable"] is False and c.metadata["editable"] is False for c in checks)
+
+
+def test_the_short_questions_are_answer_cells_graded_by_hand_with_the_stub_in_the_template():
+    """nbgrader's way: markdown cells that are solution and grade cells (manual grading), 0 points here."""
+    key = {c.id: c for c in nbformat.read(ANSWER_KEY, as_version=4).cells}
+    answers = [c for c in build_template().cells if c.cell_type == "markdown" and c.metadata.get("nbgrader")]
+    assert [c.id for c in answers] == ["q-validation-split", "q-dynamic-padding", "q-mcnemar", "q-error-analysis"]
+    for cell in answers:
+        grading = cell.metadata["nbgrader"]
+        assert grading["solution"] and grading["grade"] and not grading["locked"] and grading["points"] == 0
+        assert cell.source == "YOUR ANSWER HERE" != key[cell.id].source   # the model answer stays in the key
+        assert cell.metadata.get("editable", True) and key[f"{cell.id}-md"].source.startswith("**Question")
 
 
 def test_the_template_opens_itself_in_colab():

@@ -60,3 +60,31 @@ def test_a_kernel_that_never_starts_leaves_no_atexit_traceback(tmp_path):
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "start failed" in completed.stdout, completed.stderr[-2000:]
     assert "AssertionError" not in completed.stderr and "atexit" not in completed.stderr, completed.stderr[-2000:]
+
+
+def test_a_failing_cell_is_named_as_colab_shows_it_and_its_traceback_keeps_the_notebooks_frames(tmp_path):
+    """Its section's headings, its id, its In [N]; the frames inside pandas folded into one line."""
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# The project\n\n## 8. Fine-tuning", id="train-md"),
+        nbformat.v4.new_code_cell("import pandas as pd\nhistory = pd.DataFrame({'eval_loss': [0.3]})", id="train"),
+        nbformat.v4.new_markdown_cell("### Training curves\n\nThe loss should fall.", id="curves-md"),
+        nbformat.v4.new_code_cell("def losses(frame):\n    return frame['loss']\n\nlosses(history)", id="curves")])
+    execution = execute_notebook(nb, tmp_path, time_limit_s=60)
+    [error] = execution.errors
+    assert (error.section, error.cell_id, error.execution_count) == ("8. Fine-tuning > Training curves", "curves", 2)
+    assert error.where == "the cell 'curves' under \"8. Fine-tuning > Training curves\" (In [2])"
+    assert "Cell In[2], line 4" in error.traceback and "Cell In[2], line 2, in losses" in error.traceback
+    assert "site-packages" not in error.traceback and "frame(s) in installed libraries hidden" in error.traceback
+    assert error.traceback.rstrip().endswith("KeyError: 'loss'")
+    raw = "".join(execution.notebook.cells[3].outputs[0]["traceback"])
+    assert "site-packages" in raw   # the executed notebook keeps the whole traceback
+
+
+def test_a_cell_without_headings_above_is_named_by_its_id():
+    from grader.execute import cell_location, cell_section
+
+    nb = notebook("1", "2")
+    nb.cells[1].id = "second"
+    assert cell_section(nb, 1) == ""
+    assert cell_location(cell_section(nb, 1), "second", 2) == "the cell 'second'"
+    assert cell_location("", "", 2, 7) == "cell 2 (In [7])"

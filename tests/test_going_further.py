@@ -84,7 +84,7 @@ def test_its_checks_are_locked_and_only_the_rubric_mirrors_are_named_check():
     template = build_template(GOING_FURTHER_ANSWER_KEY, GOING_FURTHER_TEMPLATE)
     locked = [c.id for c in template.cells if c.metadata.get("editable") is False]
     assert locked == ["verify-lora-share", "verify-search", "verify-test-once",
-                      "check-accuracy", "check-f1", "check-predictions", "check-reload"]
+                      "check-accuracy", "check-f1", "check-predictions", "check-reload", "submit"]
 
 
 @pytest.mark.parametrize("path", [GOING_FURTHER_ANSWER_KEY, GOING_FURTHER_TEMPLATE], ids=["answer-key", "template"])
@@ -209,8 +209,10 @@ def test_lora_targets_are_found_in_distilbert_and_bert():
                                                     num_attention_heads=2, intermediate_size=32))
     distil = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2,
                                                                   hidden_dim=32))
-    assert namespace["lora_module_names"](bert) == (["query", "value"], ["pooler", "classifier"])
-    assert namespace["lora_module_names"](distil) == (["q_lin", "v_lin"], ["pre_classifier", "classifier"])
+    assert namespace["lora_module_names"](bert) == (
+        ["query", "value"], ["query", "key", "value", "attention.output.dense"], ["pooler", "classifier"])
+    assert namespace["lora_module_names"](distil) == (
+        ["q_lin", "v_lin"], ["q_lin", "k_lin", "v_lin", "out_lin"], ["pre_classifier", "classifier"])
 
 
 def test_the_whole_notebook_runs_and_a_second_look_at_the_test_split_fails_it(tiny_going_further, shared_data,

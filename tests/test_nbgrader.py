@@ -36,6 +36,8 @@ from grader.submissions import discover  # noqa: E402
 ASSIGNMENT = "finetune"
 NOTEBOOK = "MLB_Project_FineTuning"   # the name students see; nbgrader keys submissions by it
 CHECKS = ["check-accuracy", "check-f1", "check-predictions", "check-reload"]
+# The short questions' answer cells: markdown, nbgrader solution + grade cells, graded by hand (0 points here).
+ANSWERS = ["q-validation-split", "q-dynamic-padding", "q-mcnemar", "q-error-analysis"]
 STUB_MESSAGE = STUB.split('"')[1]   # what the stubs raise
 CELL_TIMEOUT_S = 300                  # nbgrader's default is 30 s per cell
 
@@ -107,11 +109,19 @@ def course(tiny_parameters, tmp_path_factory):
 
 
 def scores(course: Path, student: str) -> tuple[dict, float, float]:
-    """Per graded cell score, the notebook's score and its maximum, from nbgrader's gradebook."""
+    """Per autograded cell score, the notebook's score and its maximum, from nbgrader's gradebook."""
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         submission = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
-        return ({grade.name: grade.score for grade in submission.grades},
+        return ({grade.name: grade.score for grade in submission.grades if grade.name not in ANSWERS},
                 submission.score, submission.max_score)
+
+
+def manual_grades(course: Path, student: str) -> dict:
+    """The answer cells as nbgrader's gradebook holds them: (needs a manual grade, its maximum)."""
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        submission = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
+        return {grade.name: (grade.needs_manual_grade, grade.max_score) for grade in submission.grades
+                if grade.name in ANSWERS}
 
 
 def autograded(course: Path, student: str) -> dict:
@@ -126,8 +136,9 @@ def test_the_release_is_the_kits_template(course):
     assert ([c.source for c in release.cells if c.cell_type == "code"]
             == [c.source for c in template.cells if c.cell_type == "code"])
     locked = [c.get("id") for c in release.cells if c.metadata.get("nbgrader", {}).get("locked")]
-    # read-only too: the self-checks of the TF-IDF baseline and of the report files, which carry no points
-    assert locked == ["tfidf-self-check", "report-self-check", *CHECKS]
+    # read-only too: the self-checks of the split, the TF-IDF baseline, compute_metrics and the report files,
+    # which carry no points
+    assert locked == ["split-self-check", "tfidf-self-check", "metrics-self-check", "report-self-check", *CHECKS]
 
 
 def test_the_solved_notebook_earns_what_its_own_checks_did(course):
@@ -147,12 +158,16 @@ def test_the_solved_notebook_earns_what_its_own_checks_did(course):
     # (test_notebooks.py checks the same without nbgrader)
     assert {cell_id: errors_of(cell) for cell_id, cell in cells.items() if errors_of(cell)} == {}
     assert total == sum(expected.values()) == 100
+    # the answers to the short questions wait for the instructor's manual grade (0 points of their own here)
+    assert manual_grades(course, "solved") == dict.fromkeys(ANSWERS, (True, 0.0))
 
 
 def test_the_blank_release_scores_zero_on_every_check(course):
     course, _ = course
     by_cell, total, max_score = scores(course, "blank")
     assert by_cell == dict.fromkeys(CHECKS, 0.0) and total == 0 and max_score == 100
+    # unanswered (nbgrader's stub left as released): nothing for the instructor to grade
+    assert manual_grades(course, "blank") == dict.fromkeys(ANSWERS, (False, 0.0))
     cells = autograded(course, "blank")
     # the first error is the first stub's: the kit's NotImplementedError under the first TODO
     first_error = next(errors_of(cell) for cell in cells.values() if errors_of(cell))

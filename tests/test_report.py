@@ -70,3 +70,19 @@ def test_the_canvas_import_leaves_students_who_were_not_graded_blank():
                GradeResult("3", "c.ipynb", display_name="cy", canvas_user_id="3", status="not gradable")]
     rows = list(csv.reader(io.StringIO(canvas_csv(results))))[1:]
     assert [row[-1] for row in rows] == ["", "", "0"]
+
+
+def test_the_short_answers_are_listed_for_the_instructor_and_score_nothing():
+    from grader.answers import ShortAnswer
+    from grader.report import feedback_html
+    from grader.rubric import load_rubric
+
+    answers = [ShortAnswer("q-mcnemar", "What does the p-value say?", True, 3, "<b>p is small</b>"),
+               ShortAnswer("q-validation-split", "Why a validation split?", False, 0, "")]
+    result = GradeResult("ann", "ann.ipynb", answers=answers, checks=[CheckResult("accuracy", True, 20, 20, "")])
+    page = feedback_html(result, load_rubric())
+    assert "Short answers" in page and "no points" in page and "What does the p-value say?" in page
+    assert "&lt;b&gt;p is small&lt;/b&gt;" in page and "not answered" in page   # escaped, never markup
+    rows = list(csv.DictReader(io.StringIO(gradebook_csv([result]), newline="")))
+    assert rows[0]["short_answers"] == "1/2 answered" and rows[0]["total"] == "20"
+    assert GradeResult.from_dict(result.to_dict()).answers == answers   # through the result's JSON

@@ -78,3 +78,40 @@ def test_predictions_earn_points_only_when_the_saved_model_makes_them():
     made_by_it = predictions_check(rubric, typed, Verification(loaded=True, reproduced=True))
     assert (no_model.passed, other_model.passed, made_by_it.passed) == (False, False, True)
     assert "SAVE_DIR is not defined" in no_model.message and "review 0" in other_model.message
+
+
+def test_each_way_of_writing_the_predictions_wrong_fails_the_predictions_check_alone_and_says_which():
+    """Labels as ids, confidences as P(positive): the saved model makes those predictions, so the reload
+    check passes and the predictions check names the mistake (not 'both sentiments', not 'reproduce')."""
+    from grader.contract import Contract, Prediction
+    from grader.pipeline import predictions_check, reload_check
+    from grader.verify import Verification
+
+    rubric = load_rubric()
+    made = Verification(loaded=True, reproduced=True)
+    as_positive = Verification(loaded=True, reproduced=True, confidence_is_positive_probability=True)
+    ids = Contract(predictions=[Prediction(f"review {i}", ("negative", "positive")[i % 2], 0.9, label_was_id=True)
+                                for i in range(6)])
+    names = Contract(predictions=[Prediction(p.text, p.label, p.confidence) for p in ids.predictions])
+    both = predictions_check(rubric, ids, as_positive)
+    assert not both.passed and "ids (0/1)" in both.message and "P(positive)" in both.message
+    only_ids = predictions_check(rubric, ids, made)
+    assert not only_ids.passed and "ids (0/1)" in only_ids.message and "P(positive)," not in only_ids.message
+    only_positive = predictions_check(rubric, names, as_positive)
+    assert not only_positive.passed and "are P(positive)" in only_positive.message and "ids" not in only_positive.message
+    assert predictions_check(rubric, names, made).passed   # the negative control
+    assert reload_check(rubric, as_positive).passed and reload_check(rubric, made).passed
+
+
+def test_a_model_without_its_tokenizer_fails_the_reload_check_alone():
+    from grader.contract import Contract, Prediction
+    from grader.pipeline import metric_check, predictions_check, reload_check
+    from grader.verify import Verification
+
+    rubric = load_rubric()
+    measured = Verification(loaded=True, reproduced=True, tokenizer_missing=True, accuracy=0.9, f1=0.9)
+    contract = Contract(predictions=[Prediction(f"review {i}", ("negative", "positive")[i % 2], 0.9) for i in range(6)])
+    reload = reload_check(rubric, measured)
+    assert not reload.passed and "no tokenizer" in reload.message and "tokenizer.save_pretrained" in reload.message
+    assert predictions_check(rubric, contract, measured).passed
+    assert metric_check(rubric, "accuracy", 0.9, None, None).passed

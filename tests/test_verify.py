@@ -345,8 +345,9 @@ def test_the_confidences_of_the_students_predictions_stay_fp32_exact(saved_class
               for text, row in zip(texts, reference)]
     result = bf16_everywhere.verify(verify_request(folder, tmp_path, predictions=claims, torch_threads=1))
     assert result.reproduced is True and result.mismatches == []
-    # bf16 may answer the hidden set's labels, never the claims, whose confidences are compared
-    assert calls == [(10, True), (len(texts), False)]
+    # bf16 may answer the hidden set's labels, never the claims, whose confidences are compared (the claims
+    # come first: a model without its tokenizer is measured only when they are reproduced)
+    assert calls == [(len(texts), False), (10, True)]
     # and that fp32 path, in batches of any size, gives the plain loop's confidences
     model = AutoModelForSequenceClassification.from_pretrained(saved_classifier).eval()
     tokenizer = AutoTokenizer.from_pretrained(saved_classifier)
@@ -368,3 +369,89 @@ def test_batches_keep_to_the_token_budget_and_pad_little():
             padded = len(batch) * max(lengths[index] for index in batch)
             assert padded <= BATCH_TOKENS and sum(lengths[index] for index in batch) >= (1 - MAX_PADDING) * padded
     assert max(map(len, token_batches(lengths, batch_size=7))) == 7
+
+
+# --- one mistake, one check: a model folder without its tokenizer; confidences given as P(positive) --------
+def model_predictions(folder, texts, tokenizer_folder=None) -> list[dict]:
+    """The predictions the saved model makes, in the notebook's form, with their P(positive)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder or folder)
+    with torch.no_grad():
+        probabilities = torch.softmax(model(**tokenizer(texts, padding=True, return_tensors="pt")).logits, -1)
+    return [{"text": text, "label": ("negative", "positive")[int(row.argmax())], "confidence": float(row.max()),
+             "positive": float(row[1])} for text, row in zip(texts, probabilities)]
+
+
+REVIEWS = varied_reviews(8, seed=5)
+
+
+@pytest.fixture
+def without_tokenizer(confident_classifier):
+    """A classifier whose predictions vary by review, saved with its weights and config only, as a student who
+    forgot the tokenizer saves it; and the complete folder it came from."""
+    complete = confident_classifier[0]
+    folder = complete.parent / "forgot-the-tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(complete / name, folder / name)
+    return folder, complete
+
+
+def claims_of(folder) -> list[dict]:
+    return [{key: p[key] for key in ("text", "label", "confidence")} for p in model_predictions(folder, REVIEWS)]
+
+
+def test_a_model_without_its_tokenizer_is_never_measured_with_another(without_tokenizer, tmp_path):
+    """transformers builds an EMPTY tokenizer for such a folder (every word [UNK]): the grader must not measure
+    with it, nor say the model does not reproduce its predictions."""
+    folder, complete = without_tokenizer
+    result = verify(verify_request(folder, tmp_path, predictions=claims_of(complete)))
+    assert result.tokenizer_missing and not result.loaded and result.accuracy is None and result.mismatches == []
+    assert "no tokenizer" in result.problem and "tokenizer.save_pretrained(SAVE_DIR)" in result.problem
+
+
+def test_a_model_without_its_tokenizer_is_measured_with_the_course_tokenizer_that_reproduces_it(
+        without_tokenizer, tmp_path):
+    folder, complete = without_tokenizer
+    claims = claims_of(complete)
+    result = verify(verify_request(folder, tmp_path, predictions=claims, course_tokenizer=str(complete)))
+    assert result.loaded and result.reproduced and result.tokenizer_missing and result.hidden_size == 10
+    assert result.accuracy == verify(verify_request(complete, tmp_path, predictions=claims)).accuracy
+
+
+def test_a_course_tokenizer_that_does_not_reproduce_the_predictions_measures_nothing(without_tokenizer, tmp_path):
+    """Another vocabulary (the words' ids reversed) is not the tokenizer the student trained with."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    folder, complete = without_tokenizer
+    vocab = AutoTokenizer.from_pretrained(complete).get_vocab()
+    words = sorted((token for token in vocab if not token.startswith("[")), key=vocab.get)
+    reversed_ids = {token: index for token, index in vocab.items() if token.startswith("[")}
+    reversed_ids.update(zip(words, sorted((vocab[word] for word in words), reverse=True)))
+    other = tmp_path / "other-tokenizer"
+    BertTokenizerFast(vocab=reversed_ids, do_lower_case=True).save_pretrained(other)
+    claims = claims_of(complete)
+    control = model_predictions(folder, REVIEWS, tokenizer_folder=other)
+    assert any(abs(a["confidence"] - b["confidence"]) > 0.01 or a["label"] != b["label"]
+               for a, b in zip(claims, control)), "the control tokenizer must change the predictions"
+    result = verify(verify_request(folder, tmp_path, predictions=claims, course_tokenizer=str(other)))
+    assert not result.loaded and result.accuracy is None and result.tokenizer_missing
+    assert "does not reproduce" in result.problem
+
+
+def test_confidences_given_as_p_positive_are_the_models_predictions_read_another_way(confident_classifier,
+                                                                                      tmp_path):
+    folder = confident_classifier[0]
+    made = model_predictions(folder, REVIEWS)
+    assert {p["label"] for p in made} == {"negative", "positive"}, "the control needs a negative prediction"
+    as_positive = [{"text": p["text"], "label": p["label"], "confidence": p["positive"]} for p in made]
+    result = verify(verify_request(folder, tmp_path, predictions=as_positive))
+    assert result.reproduced and result.confidence_is_positive_probability and result.mismatches == []
+    result = verify(verify_request(folder, tmp_path, predictions=claims_of(folder)))
+    assert result.reproduced and not result.confidence_is_positive_probability
+    # P(positive) with the labels swapped is no reading of this model's predictions
+    swapped = [dict(p, label="positive" if p["label"] == "negative" else "negative") for p in as_positive]
+    assert not verify(verify_request(folder, tmp_path, predictions=swapped)).reproduced

@@ -28,7 +28,7 @@ from grader.results import NOT_GRADABLE, VERIFY_MODE
 from grader.rubric import load_rubric
 from grader.sandbox import GB, MB, Limits
 from grader.submitted import MODEL_SUFFIXES, ModelNotStaged, saved_contract, stage_model
-from scenarios import EDITS, write_scenarios
+from scenarios import EDITS, SELF_CHECKED, write_scenarios
 
 TEST_LIMITS = Limits(memory_bytes=3 * GB, max_processes=64, max_file_bytes=256 * MB, disk_bytes=1 * GB)
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -42,7 +42,7 @@ def grading_options(tiny_parameters, tiny_data_dir, output_dir, **overrides):
 
 # The fixture scenarios verify mode applies to: all the answer key's edits but the time limit's
 # (a notebook stopped by the grader has no saved outputs of a student's own run to verify).
-VERIFY_SCENARIOS = sorted(set(EDITS) - {"infinite-loop"}) + ["todo-left"]
+VERIFY_SCENARIOS = sorted(set(EDITS) - {"infinite-loop"} - SELF_CHECKED) + ["todo-left"]
 
 
 @pytest.fixture(scope="module")
