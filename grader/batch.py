@@ -224,7 +224,7 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
             batch.results.append(result)
             (batch.interrupted if result.status == INTERRUPTED else batch.graded_now).append(result.student_id)
             if not cancellation.cancelled:  # after Ctrl-C, written once, below
-                out.write_gradebooks(batch.results)
+                out.write_gradebooks(batch.results, options.rubric)
             bar.set_postfix_str(f"{result.student_id}: {result.total:g}/{result.max_total:g}")
             bar.update()
 
@@ -243,7 +243,7 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
                 except BaseException:
                     cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
                     raise
-        out.write_gradebooks(batch.results)
+        out.write_gradebooks(batch.results, options.rubric)
     batch.results.sort(key=lambda r: r.student_id)
     if cancellation.cancelled:
         raise GradingInterrupted(batch)

@@ -21,6 +21,7 @@ from .cancel import GradingInterrupted
 from .errors import GraderError, UsageError
 from .parameters import parse_override
 from .pipeline import GradingOptions
+from .report import canvas_id_note
 from .rubric import load_rubric
 from .sandbox import SANDBOX_MODES, Limits, SandboxUnavailableWarning, SandboxWithoutNetworkWarning, size_text
 
@@ -82,6 +83,7 @@ def grading_parser() -> argparse.ArgumentParser:
                         help="override a variable of the notebook's parameters cell (repeatable)")
     parser.add_argument("--params-file", type=Path, help="JSON object of parameter overrides")
     parser.add_argument("--rubric", type=Path, help="rubric TOML (default: the course's, grader/rubric.toml)")
+    slurm_cli.add_canvas_arguments(parser)
     parser.add_argument("--verify", action="store_true",
                         help="grade the model each student submitted with their executed notebook (a model folder, "
                              "a zip, or a Hub commit) without re-running the notebook: its saved outputs are read, "
@@ -108,7 +110,8 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
                           hidden_seed=args.hidden_seed,
                           time_limit_s=args.timeout, jobs=args.jobs, parameters=parameters,
                           execute=not args.no_execute, verify_submitted=args.verify, force=args.force, keep_work=args.keep_work,
-                          rubric=load_rubric(args.rubric), sandbox=args.sandbox, max_output_bytes=args.max_output,
+                          rubric=slurm_cli.canvas_rubric(args, load_rubric(args.rubric)), sandbox=args.sandbox,
+                          max_output_bytes=args.max_output,
                           limits=Limits(memory_bytes=args.memory_limit, max_processes=args.max_processes,
                                         max_file_bytes=args.max_file_size, disk_bytes=args.disk_limit))
 
@@ -135,7 +138,8 @@ def summary_rows(batch: BatchResult) -> list[tuple[str, ...]]:
     return rows
 
 
-def print_summary(batch: BatchResult, out=sys.stdout) -> None:
+def print_summary(batch: BatchResult, out=None) -> None:
+    out = out or sys.stdout   # the stream at call time, not at import time (a caller may have redirected it)
     if batch.graded_now and batch.sandbox.flags is None:
         print(f"WARNING: these notebooks ran WITHOUT a sandbox ({batch.sandbox.problem}).\n", file=out)
     rows = summary_rows(batch)
@@ -147,6 +151,9 @@ def print_summary(batch: BatchResult, out=sys.stdout) -> None:
     print(f"\n{len(batch.results)} graded ({len(batch.resumed)} from an earlier run), {batch.passed} passed every "
           f"check. Accuracy and F1 are measured by the grader on the hidden set.\n"
           f"Gradebook: {batch.output_dir / 'gradebook.csv'}  Feedback: {batch.output_dir / 'feedback'}", file=out)
+    note = canvas_id_note(batch.results, batch.output_dir)
+    if note:
+        print(terminal_text(note), file=out)
 
 
 def build_main(argv: list[str]) -> int:

@@ -225,13 +225,15 @@ def current_result(out: OutputFolder, submission: Submission, student_fingerprin
     return result if result is not None and result.fingerprint == student_fingerprint else None
 
 
-def collect(output_dir: str | Path) -> list[GradeResult]:
+def collect(output_dir: str | Path, rubric: Rubric | None = None) -> list[GradeResult]:
     """Rebuild the gradebook and the Canvas CSV from the result files in ``output_dir``.
 
     Students of the prepared run who have no current result are listed as grader errors (not saved:
-    their task may still be running), so that nobody is missing from the gradebook silently.
+    their task may still be running), so that nobody is missing from the gradebook silently. The Canvas
+    CSV's assignment column is ``rubric``'s, else the prepared run's rubric's, else the course's.
     """
     from .batch import output_folder_lock
+    from .rubric import load_rubric
 
     out = OutputFolder(Path(output_dir))
     if not out.results.is_dir():
@@ -239,7 +241,10 @@ def collect(output_dir: str | Path) -> list[GradeResult]:
     with output_folder_lock(out):
         results = {path.stem: result for path in sorted(out.results.glob("*.json"))
                    if (result := out.load_result(path.stem)) is not None}
-        if (out.private / RUN_FILE).is_file():
+        prepared = (out.private / RUN_FILE).is_file()
+        if rubric is None:
+            rubric = options_from_dict(load_run(out)["options"]).rubric if prepared else load_rubric()
+        if prepared:
             for task in load_run(out)["tasks"]:
                 submission = task_submission(task)
                 if current_result(out, submission, task["fingerprint"]) is None:
@@ -247,7 +252,7 @@ def collect(output_dir: str | Path) -> list[GradeResult]:
                         submission, status=GRADER_ERROR,
                         reason="no result: its task has not finished, or ended without writing one; a rerun grades it")
         ordered = sorted(results.values(), key=lambda r: r.student_id)
-        out.write_gradebooks(ordered)
+        out.write_gradebooks(ordered, rubric)
     return ordered
 
 
