@@ -105,3 +105,35 @@ def test_the_colab_set_generator_keeps_colabs_versions_but_torchs(tmp_path, caps
     assert found["transformers"] == "5.99.0" and found["torch"] == "2.13.0" and "setuptools" not in found
     assert "some-other-package" not in found and "Colab: 2.99.0+cu130" in written.read_text(encoding="utf-8")
     test_a_colab_set_says_where_it_comes_from(written)
+
+
+@pytest.mark.parametrize("answer_key", ANSWER_KEYS, ids=lambda path: path.stem)
+def test_the_install_cell_upgrades_what_is_below_its_minimums_and_nothing_else(answer_key, monkeypatch, capsys):
+    """On a machine with older releases (a pinned Colab runtime, an instructor's laptop) the install cell runs
+    pip for exactly the packages below their minimum, or missing; on one that has them all it runs nothing."""
+    import importlib.metadata
+    import subprocess
+
+    source = next(cell.source for cell in nbformat.read(answer_key, as_version=4).cells if cell.get("id") == "install")
+    minimums = install_cell_minimums(answer_key)
+    old = sorted(minimums)[:2]   # below their minimum; the first of the others is missing
+    missing = sorted(minimums)[2]
+
+    def version(package):
+        if canonicalize_name(package) == missing:
+            raise importlib.metadata.PackageNotFoundError(package)
+        return "0.1" if canonicalize_name(package) in old else "999.0"
+
+    calls = []
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(subprocess, "check_call", calls.append)
+    exec(source, {})
+    names = {canonicalize_name(Requirement(arg).name) for arg in calls[0][5:]} if calls else set()
+    assert len(calls) == 1 and calls[0][1:4] == ["-m", "pip", "install"] and names == set(old) | {missing}
+    assert all(str(Requirement(arg).specifier) == f">={minimums[canonicalize_name(Requirement(arg).name)]}"
+               for arg in calls[0][5:])
+
+    calls.clear()
+    monkeypatch.setattr(importlib.metadata, "version", lambda package: "999.0")
+    exec(source, {})
+    assert calls == [] and "All required packages are installed." in capsys.readouterr().out
