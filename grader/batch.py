@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .course import ANSWER_KEY
 from .cancel import Cancellation, GradingInterrupted, cancel_on_sigint
+from .class_report import write_class_report_after_grading
 from .errors import ConfigError, UsageError
 from .fingerprint import file_digest, fingerprint, run_settings
 from .hidden import load_hidden_set, write_hidden_set
@@ -244,6 +245,7 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
                     cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
                     raise
         out.write_gradebooks(batch.results, options.rubric)
+        write_class_report_after_grading(out.root, options.rubric)
     batch.results.sort(key=lambda r: r.student_id)
     if cancellation.cancelled:
         raise GradingInterrupted(batch)

@@ -4,6 +4,8 @@
     grade build [--check]           build the student template from the answer key
     grade one NOTEBOOK -o OUT       grade one student of a prepared run (grader.slurm_cli)
     grade collect OUT               rebuild the gradebooks from OUT's results
+    grade report OUT                rebuild OUT/report.html, the class report, from OUT's results
+    grade gradescope build          write the Gradescope autograder zip (grader.gradescope)
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from . import build, slurm_cli
+from . import build, class_report, slurm_cli
 from .batch import BatchResult, grade_submissions
 from .cancel import GradingInterrupted
 from .errors import GraderError, UsageError
@@ -47,8 +49,9 @@ def grading_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grade", description="Grade a folder of fine-tuning notebooks: run each headless, "
         "check the saved model on a hidden set, write a gradebook and feedback.",
-        epilog="`grade build [--check]` builds the student template from the answer key instead "
-               "(to grade a folder named build, write ./build).")
+        epilog="`grade build [--check]` builds the student template from the answer key instead, "
+               "`grade report OUT` rebuilds the class report, `grade gradescope build` writes a Gradescope "
+               "autograder (to grade a folder of one of those names, write ./build, ./report or ./gradescope).")
     parser.add_argument("submissions", type=Path, help="folder of notebooks, of student folders, "
                         "or an unzipped Canvas submissions download")
     parser.add_argument("-o", "--output", type=Path, default=_default("output_dir"),
@@ -182,6 +185,19 @@ def build_main(argv: list[str]) -> int:
     return 0
 
 
+def report_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="grade report", description="Rebuild OUTPUT/report.html, the class "
+                                     "report, from the results in OUTPUT (grade writes it after every run).")
+    parser.add_argument("output", type=Path, help="a grading run's output folder")
+    parser.add_argument("--rubric", type=Path, help="the rubric whose thresholds are drawn (default: the one the "
+                        "last run into OUTPUT graded with, else the course's)")
+    args = parser.parse_args(argv)
+    if not (args.output / "results").is_dir():
+        raise UsageError(f"{args.output} holds no results (no results/ folder): give a grading run's output folder")
+    print(f"wrote {class_report.write_class_report(args.output, load_rubric(args.rubric) if args.rubric else None)}")
+    return 0
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
     """The sandbox's warnings as a line of their own that an instructor cannot miss; others as usual."""
     if issubclass(category, (SandboxUnavailableWarning, SandboxWithoutNetworkWarning)):
@@ -196,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["build"]:
             return build_main(argv[1:])
+        if argv[:1] == ["report"]:
+            return report_main(argv[1:])
+        if argv[:1] == ["gradescope"]:
+            from . import gradescope
+            return gradescope.main(argv[1:])
         if argv[:1] in (["one"], ["collect"]):
             return (slurm_cli.one_main if argv[0] == "one" else slurm_cli.collect_main)(argv[1:])
         args = grading_parser().parse_args(argv)

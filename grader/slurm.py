@@ -44,6 +44,7 @@ from typing import Callable
 
 from .course import ANSWER_KEY
 from .cancel import Cancellation, cancel_on_sigint
+from .class_report import saved_rubric, write_class_report_after_grading
 from .errors import GraderError, UsageError
 from .fingerprint import fingerprint
 from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission
@@ -241,18 +242,21 @@ def collect(output_dir: str | Path, rubric: Rubric | None = None) -> list[GradeR
     with output_folder_lock(out):
         results = {path.stem: result for path in sorted(out.results.glob("*.json"))
                    if (result := out.load_result(path.stem)) is not None}
-        prepared = (out.private / RUN_FILE).is_file()
-        if rubric is None:
-            rubric = options_from_dict(load_run(out)["options"]).rubric if prepared else load_rubric()
-        if prepared:
-            for task in load_run(out)["tasks"]:
+        if (out.private / RUN_FILE).is_file():
+            run = load_run(out)
+            if rubric is None:
+                rubric = options_from_dict(run["options"]).rubric
+            for task in run["tasks"]:
                 submission = task_submission(task)
                 if current_result(out, submission, task["fingerprint"]) is None:
                     results[submission.student_id] = GradeResult.for_submission(
                         submission, status=GRADER_ERROR,
                         reason="no result: its task has not finished, or ended without writing one; a rerun grades it")
         ordered = sorted(results.values(), key=lambda r: r.student_id)
-        out.write_gradebooks(ordered, rubric)
+        # the gradebook's Canvas column: the rubric given, else the prepared run's, else the one the class
+        # report kept (grader.class_report), else the course's
+        out.write_gradebooks(ordered, rubric or saved_rubric(out.private) or load_rubric())
+        write_class_report_after_grading(out.root, rubric)
     return ordered
 
 

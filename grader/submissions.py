@@ -99,7 +99,7 @@ def _from_folder(folder: Path, discovery: Discovery) -> Submission | None:
     if not notebooks:
         discovery.skipped.append((str(folder), "a folder without a notebook"))
         return None
-    chosen = max(notebooks, key=lambda p: p.stat().st_mtime)
+    chosen = max(notebooks, key=lambda p: p.lstat().st_mtime)   # lstat: a dangling link has no target to stat
     for other in notebooks:
         if other != chosen:
             discovery.skipped.append((str(other), f"the newer {chosen.name} was graded for {folder.name}"))

@@ -262,3 +262,13 @@ def test_the_attacks_succeed_without_the_sandbox(tiny_parameters, tiny_data_dir,
     planted = targets.output_dir / "work" / "plants-links-for-the-grader"
     assert [os.readlink(planted / name) for name in ("verify-request.json", "verify-result.json", "submission.ipynb")] \
         == [str(victim) for victim in targets.victims]
+
+
+def test_the_corpus_batchs_class_report_renders(mixed_batch):
+    """The class report of the whole corpus (attacks, broken files, odd names), as grade wrote it, in Chromium."""
+    from report_checks import assert_report_renders
+
+    output_dir, batch = mixed_batch[1], mixed_batch[2]
+    students = len({r.student_id for r in batch.results} - set(TIME_LIMIT_SCENARIOS))   # those graded into output_dir
+    page = assert_report_renders(output_dir / "report.html", students)
+    assert page["pwned"] is None

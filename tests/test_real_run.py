@@ -128,3 +128,12 @@ def test_the_going_further_notebook_compares_searches_and_touches_the_test_split
     # saved as a plain, merged model that reloads without peft and reproduces the predictions
     assert "no adapter file" in _text(_outputs(executed, "merge-save"))
     assert _text(_outputs(executed, "check-reload")).startswith("OK:")
+
+
+def test_the_class_reports_of_both_answer_keys_render(kit_run, going_further_run):
+    """What `scripts/kit run` leaves beside each gradebook: a class report of one student, rendered in Chromium."""
+    from report_checks import assert_report_renders
+
+    for results in (RESULTS, GOING_FURTHER_RESULTS):
+        page = assert_report_renders(results / "report.html", students=1)
+        assert len(page["images"]) == 5, results

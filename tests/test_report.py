@@ -116,6 +116,10 @@ def test_grading_with_the_bonus_rubric_writes_its_column_and_says_which_ids_are_
     assert sorted(row[1] for row in rows) == ["", "4242"]
     printed = capsys.readouterr().out
     assert "1 of 2 student(s) have no Canvas user ID" in printed and "Grades > Export" in printed
+    # rebuilt later without naming a rubric, the gradebook keeps the one this run graded with (kept for the
+    # class report), not the course's, whose column would overwrite the main project's scores
+    assert cli.main(["collect", str(out)]) == 0
+    assert canvas_header_and_rows(out)[0][-1] == "Fine-Tuning Sentiment Project: Going Further (bonus)"
 
 
 def test_the_instructor_names_the_canvas_assignment_and_its_id(tmp_path, capsys):

@@ -138,3 +138,16 @@ def test_each_notebook_is_paired_with_the_model_submitted_beside_it(tmp_path):
     assert models == {"4242": "doejane_4242_9001_submission.json", "77": "roesam_77_9002_sentiment-model.zip",
                       "alice": "alice-model.zip", "alice_bob": "alice_bob-model.zip", "carol": "sentiment-model"}
     assert discovery.skipped == []
+
+
+def test_a_dangling_notebook_link_in_a_students_folder_does_not_stop_discovery(tmp_path):
+    """A link named like a notebook to a file that is not there (the grading machine's hidden set, by a path
+    that exists only there): the folder's real notebook is graded, and the rest of the class with it."""
+    touch(tmp_path / "alice" / "project.ipynb", mtime=time.time())
+    link = tmp_path / "alice" / "hidden.ipynb"
+    link.symlink_to(tmp_path / "nowhere" / "hidden-set.json")
+    os.utime(link, (1, 1), follow_symlinks=False)
+    touch(tmp_path / "bob.ipynb")
+    found = discover(tmp_path)
+    assert [(s.student_id, s.notebook.name) for s in found.submissions] == [("alice", "project.ipynb"),
+                                                                            ("bob", "bob.ipynb")]
