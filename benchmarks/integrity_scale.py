@@ -72,6 +72,7 @@ def timed(function, rounds: int) -> tuple[float, object]:
 def measure(count: int, reviews: int, rounds: int) -> dict:
     from grader.integrity import review_class, write_review
     from grader.report import OutputFolder, write_atomic
+    from grader.rubric import load_rubric
 
     with tempfile.TemporaryDirectory() as folder:
         out = OutputFolder(Path(folder) / "out")
@@ -81,7 +82,7 @@ def measure(count: int, reviews: int, rounds: int) -> dict:
         load_s, results = timed(lambda: [out.load_result(path.stem) for path in sorted(out.results.glob("*.json"))],
                                 rounds)
         review_s, review = timed(lambda: review_class(results), rounds)
-        write_s, _ = timed(lambda: (write_review(out, review), out.write_gradebooks(results, review)), rounds)
+        write_s, _ = timed(lambda: (write_review(out, review), out.write_gradebooks(results, load_rubric(), review)), rounds)
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "grader.cli", "collect", str(out.root)], capture_output=True,
                               text=True, cwd=ROOT)

@@ -49,6 +49,7 @@ from .submissions import Submission, discover
 from .submitted import resolve_base_model
 
 if TYPE_CHECKING:
+    from .rubric import Rubric
     from .slurm import SlurmOptions
 
 HIDDEN_SET_FILE = "hidden-set.json"   # in the output folder's private part, which no kernel sees
@@ -231,12 +232,13 @@ def results_on_disk(out: OutputFolder, submissions: list[Submission], fingerprin
     return rows
 
 
-def after_output_fault(out: OutputFolder, submissions: list[Submission], fingerprints: dict[str, str]) -> str:
+def after_output_fault(out: OutputFolder, submissions: list[Submission], fingerprints: dict[str, str],
+                       rubric: Rubric) -> str:
     """Rewrite the gradebooks from the results on disk, as far as the machine lets; says how it went."""
     rows = results_on_disk(out, submissions, fingerprints)
     saved = sum(row.reason != OUTPUT_FAULT_REASON for row in rows)
     try:
-        out.write_gradebooks(rows)
+        out.write_gradebooks(rows, rubric)
     except OutputUnwritable as fault:
         return (f"the gradebook could not be rewritten either ({fault.__cause__ or fault}); once the folder can be "
                 f"written, `grade collect {out.root}` rebuilds it from the {saved} result(s) saved, and a rerun "
@@ -276,7 +278,7 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
             grade_pending(batch, Path(folder), discovery.submissions, fingerprints, out, options, slurm,
                           cancellation, progress)
         except OutputUnwritable as fault:
-            aftermath = after_output_fault(out, discovery.submissions, fingerprints)
+            aftermath = after_output_fault(out, discovery.submissions, fingerprints, options.rubric)
             raise OutputUnwritable(f"{fault}. The run stopped: {aftermath}") from fault
     batch.results.sort(key=lambda r: r.student_id)
     if cancellation.cancelled:
@@ -339,7 +341,7 @@ def grade_pending(batch: BatchResult, folder: Path, submissions: list[Submission
         batch.results.append(result)
         (batch.interrupted if result.status == INTERRUPTED else batch.graded_now).append(result.student_id)
         if not cancellation.cancelled:  # after Ctrl-C, written once, below
-            out.write_gradebooks(batch.results)
+            out.write_gradebooks(batch.results, options.rubric)
         bar.set_postfix_str(f"{result.student_id}: {result.total:g}/{result.max_total:g}")
         bar.update()
 
@@ -366,5 +368,5 @@ def grade_pending(batch: BatchResult, folder: Path, submissions: list[Submission
                                     progress)
     # Recomputed from every result, those resumed included: a flag depends on the whole class.
     batch.review = write_class_review(out, batch.results, options)
-    out.write_gradebooks(batch.results, batch.review)
+    out.write_gradebooks(batch.results, options.rubric, batch.review)
     write_class_report_after_grading(out.root, options.rubric)

@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from .class_plots import agreement_plot, intervals_plot, run_time_plot, totals_plot
 from .results import GRADED, GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, GradeResult
-from .rubric import CHECKS, Rubric, load_rubric
+from .rubric import CHECKS, DEFAULT_CANVAS_ASSIGNMENT, Rubric, load_rubric
 
 REPORT_FILE = "report.html"
 INTEGRITY_FILE = "integrity.json"
@@ -81,7 +81,10 @@ def saved_rubric(private: Path) -> Rubric | None:
     try:
         data = json.loads((private / RUBRIC_FILE).read_text(encoding="utf-8"))
         return Rubric(accuracy=float(data["accuracy"]), f1=float(data["f1"]),
-                      min_predictions=int(data["min_predictions"]), points=dict(data["points"]))
+                      min_predictions=int(data["min_predictions"]), points=dict(data["points"]),
+                      # a file kept before rubrics named their Canvas assignment has the course's
+                      canvas_assignment=str(data.get("canvas_assignment", DEFAULT_CANVAS_ASSIGNMENT)),
+                      canvas_assignment_id=str(data.get("canvas_assignment_id", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -30,6 +30,7 @@ from .errors import GraderError, UsageError
 from .integrity import INTEGRITY_HTML, IntegritySettings
 from .parameters import parse_override
 from .pipeline import GradingOptions
+from .report import canvas_id_note
 from .rubric import load_rubric
 from .sandbox import SANDBOX_MODES, Limits, SandboxUnavailableWarning, SandboxWithoutNetworkWarning, size_text
 
@@ -95,6 +96,7 @@ def grading_parser() -> argparse.ArgumentParser:
                         help="override a variable of the notebook's parameters cell (repeatable)")
     parser.add_argument("--params-file", type=Path, help="JSON object of parameter overrides")
     parser.add_argument("--rubric", type=Path, help="rubric TOML (default: the course's, grader/rubric.toml)")
+    slurm_cli.add_canvas_arguments(parser)
     parser.add_argument("--verify", action="store_true",
                         help="grade the model each student submitted with their executed notebook (a model folder, "
                              "a zip, or a Hub commit) without re-running the notebook: its saved outputs are read, "
@@ -156,7 +158,8 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
                           hidden_seed=args.hidden_seed,
                           time_limit_s=args.timeout, jobs=args.jobs, parameters=parameters,
                           execute=not args.no_execute, verify_submitted=args.verify, force=args.force, keep_work=args.keep_work,
-                          rubric=load_rubric(args.rubric), sandbox=args.sandbox, max_output_bytes=args.max_output,
+                          rubric=slurm_cli.canvas_rubric(args, load_rubric(args.rubric)), sandbox=args.sandbox,
+                          max_output_bytes=args.max_output,
                           audit=args.audit, audit_seed=args.audit_seed,
                           integrity=IntegritySettings(near_identical_agreement=args.near_identical,
                                                       plausible_accuracy=args.plausible_accuracy),
@@ -189,7 +192,8 @@ def summary_rows(batch: BatchResult) -> list[tuple[str, ...]]:
     return rows
 
 
-def print_summary(batch: BatchResult, out=sys.stdout) -> None:
+def print_summary(batch: BatchResult, out=None) -> None:
+    out = out or sys.stdout   # the stream at call time, not at import time (a caller may have redirected it)
     if batch.graded_now and batch.sandbox.flags is None:
         print(f"WARNING: these notebooks ran WITHOUT a sandbox ({batch.sandbox.problem}).\n", file=out)
     rows = summary_rows(batch)
@@ -202,6 +206,9 @@ def print_summary(batch: BatchResult, out=sys.stdout) -> None:
           f"check. Accuracy and F1 are measured by the grader on the hidden set.\n"
           f"Gradebook: {batch.output_dir / 'gradebook.csv'}  Feedback: {batch.output_dir / 'feedback'}", file=out)
     print(integrity_line(batch), file=out)
+    note = canvas_id_note(batch.results, batch.output_dir)
+    if note:
+        print(terminal_text(note), file=out)
 
 
 def integrity_line(batch: BatchResult) -> str:

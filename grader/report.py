@@ -19,11 +19,10 @@ import nbformat
 from .errors import OutputUnwritable
 from .integrity import gradebook_flags
 from .results import VERIFY_MODE, RETRIED, GradeResult
-from .rubric import CHECKS, Rubric
+from .rubric import CHECKS, DEFAULT_CANVAS_ASSIGNMENT, Rubric
 
 GRADEBOOK = "gradebook.csv"
 CANVAS_IMPORT = "canvas-import.csv"
-CANVAS_ASSIGNMENT = "Fine-Tuning Sentiment Project"
 
 
 def write_atomic(path: Path, text: str) -> Path:
@@ -93,10 +92,11 @@ class OutputFolder:
         # The result goes last: its presence is what marks the student as graded when resuming.
         write_atomic(self.result_path(result.student_id), json.dumps(result.to_dict(), indent=1))
 
-    def write_gradebooks(self, results: list[GradeResult], review=None) -> None:
-        """``review``: the class's integrity review (grader.integrity), whose flags go in the flags column."""
+    def write_gradebooks(self, results: list[GradeResult], rubric: Rubric, review=None) -> None:
+        """``rubric`` heads the Canvas CSV's assignment column; ``review``: the class's integrity review
+        (grader.integrity), whose flags go in the gradebook's flags column."""
         write_atomic(self.root / GRADEBOOK, gradebook_csv(results, review))
-        write_atomic(self.root / CANVAS_IMPORT, canvas_csv(results))
+        write_atomic(self.root / CANVAS_IMPORT, canvas_csv(results, rubric.canvas_column))
 
 
 def _figure(value) -> str:
@@ -142,8 +142,10 @@ def answered_text(result: GradeResult) -> str:
     return f"{sum(answer.answered for answer in result.answers)}/{len(result.answers)} answered"
 
 
-def canvas_csv(results: list[GradeResult], assignment: str = CANVAS_ASSIGNMENT) -> str:
-    """Canvas's gradebook import: Student, ID, SIS User ID, SIS Login ID, Section, then the assignment."""
+def canvas_csv(results: list[GradeResult], assignment: str = DEFAULT_CANVAS_ASSIGNMENT) -> str:
+    """Canvas's gradebook import: Student, ID, SIS User ID, SIS Login ID, Section, then the assignment's column
+    (``Rubric.canvas_column``). Canvas matches each row to a student by ID, the Canvas user id that a Canvas
+    submissions download carries in its file names; it is blank for other submissions (see ``canvas_id_note``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", assignment])
@@ -152,6 +154,17 @@ def canvas_csv(results: list[GradeResult], assignment: str = CANVAS_ASSIGNMENT) 
         score = "" if result.status in RETRIED else f"{result.total:g}"
         writer.writerow([csv_text(result.display_name), csv_text(result.canvas_user_id), "", "", "", score])
     return buffer.getvalue()
+
+
+def canvas_id_note(results: list[GradeResult], output_dir: Path) -> str | None:
+    """What the instructor must do before importing the Canvas CSV when some rows have no Canvas user id."""
+    missing = [result for result in results if not result.canvas_user_id]
+    if not missing:
+        return None
+    return (f"Canvas import: {len(missing)} of {len(results)} student(s) have no Canvas user ID (their notebooks were "
+            f"not in a Canvas submissions download), so their ID cell in {Path(output_dir) / CANVAS_IMPORT} is blank "
+            "and Canvas cannot match their rows. Fill in each ID from the ID column of your Canvas gradebook export "
+            "(Grades > Export > CSV), or grade the unzipped Canvas download, whose file names carry the IDs.")
 
 
 STYLE = """

@@ -1,6 +1,7 @@
 """The rubric: thresholds and points from a small TOML file, and the checks that score a submission."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -11,6 +12,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 DEFAULT_RUBRIC = Path(__file__).with_name("rubric.toml")
+# The assignment's column in the Canvas import (canvas-import.csv) when the rubric names none.
+DEFAULT_CANVAS_ASSIGNMENT = "Fine-Tuning Sentiment Project"
 CHECKS = ("ran_to_end", "no_todo_left", "accuracy", "f1", "predictions", "reload")
 TODO_STUB = "raise NotImplementedError"
 SELF_CHECK_PREFIX = "check-"   # the ids of the answer key's self-check cells (ids are not trusted: see below)
@@ -41,10 +44,44 @@ class Rubric:
     def answer_key_path(self) -> Path:
         from .course import ANSWER_KEY
         return Path(self.answer_key) if self.answer_key else ANSWER_KEY
+    # Canvas's gradebook import matches a column to an assignment by its header: each rubric needs its
+    # own, or importing the bonus gradebook overwrites the main project's scores.
+    canvas_assignment: str = DEFAULT_CANVAS_ASSIGNMENT
+    canvas_assignment_id: str = ""     # the assignment's id in Canvas (digits), when the instructor gives it
 
     @property
     def max_points(self) -> float:
         return sum(self.points.values())
+
+    @property
+    def canvas_column(self) -> str:
+        """The assignment's header in the Canvas import: "Name (id)", as Canvas's own export writes it, when the
+        id is known (Canvas then matches the assignment by its id), else the name alone."""
+        if self.canvas_assignment_id:
+            return f"{self.canvas_assignment} ({self.canvas_assignment_id})"
+        return self.canvas_assignment
+
+
+def canvas_assignment_problem(name: str, assignment_id: str) -> str | None:
+    """Why a Canvas assignment name or id cannot head a column of the import, or None."""
+    if not name.strip():
+        return "the Canvas assignment name is empty"
+    if any(not char.isprintable() for char in name):
+        return f"the Canvas assignment name {name!r} holds a control character"
+    if assignment_id and not assignment_id.isdigit():
+        return f"the Canvas assignment id {assignment_id!r} is not a number (it is the number in the " \
+               "assignment's address in Canvas: .../assignments/NUMBER)"
+    return None
+
+
+def with_canvas_assignment(rubric: Rubric, name: str | None = None, assignment_id: str | None = None) -> Rubric:
+    """``rubric`` with the Canvas assignment an instructor gave on the command line, checked."""
+    name = rubric.canvas_assignment if name is None else name
+    assignment_id = rubric.canvas_assignment_id if assignment_id is None else str(assignment_id).strip()
+    problem = canvas_assignment_problem(name, assignment_id)
+    if problem:
+        raise ConfigError(problem)
+    return dataclasses.replace(rubric, canvas_assignment=name, canvas_assignment_id=assignment_id)
 
 
 def load_rubric(path: Path | None = None) -> Rubric:
@@ -53,11 +90,12 @@ def load_rubric(path: Path | None = None) -> Rubric:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"cannot read the rubric {path}: {error}") from error
-    thresholds, points = data.get("thresholds", {}), data.get("points", {})
+    thresholds, points, canvas = data.get("thresholds", {}), data.get("points", {}), data.get("canvas", {})
     notebook, model = data.get("notebook", {}), data.get("model", {})
     unknown = ((set(thresholds) - {"accuracy", "f1", "min_predictions"}) | (set(points) - set(CHECKS))
                | (set(notebook) - {"answer_key"}) | (set(model) - {"base"})
-               | (set(data) - {"thresholds", "points", "notebook", "model"}))
+               | (set(canvas) - {"assignment", "assignment_id"})
+               | (set(data) - {"thresholds", "points", "notebook", "model", "canvas"}))
     if unknown:
         raise ConfigError(f"{path}: unknown rubric entries {', '.join(sorted(unknown))}")
     try:
@@ -65,9 +103,14 @@ def load_rubric(path: Path | None = None) -> Rubric:
                         min_predictions=int(thresholds.get("min_predictions", 5)),
                         points={name: float(points.get(name, 0)) for name in CHECKS},
                         answer_key=str(answer_key_of(notebook.get("answer_key", "main"), path)),
-                        base_model=str(model.get("base", DEFAULT_BASE_MODEL)))
+                        base_model=str(model.get("base", DEFAULT_BASE_MODEL)),
+                        canvas_assignment=str(canvas.get("assignment", DEFAULT_CANVAS_ASSIGNMENT)),
+                        canvas_assignment_id=str(canvas.get("assignment_id", "")).strip())
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{path}: {error}") from error
+    problem = canvas_assignment_problem(rubric.canvas_assignment, rubric.canvas_assignment_id)
+    if problem:
+        raise ConfigError(f"{path}: [canvas]: {problem}")
     if not (0 <= rubric.accuracy <= 1 and 0 <= rubric.f1 <= 1) or any(v < 0 for v in rubric.points.values()):
         raise ConfigError(f"{path}: thresholds must lie in [0, 1] and points must not be negative")
     return rubric

@@ -42,7 +42,7 @@ from typing import Callable
 
 from .course import ANSWER_KEY
 from .cancel import Cancellation, cancel_on_signals
-from .class_report import write_class_report_after_grading
+from .class_report import saved_rubric, write_class_report_after_grading
 from .errors import GraderError, UsageError
 from .fingerprint import fingerprint
 from .integrity import IntegritySettings, write_class_review
@@ -223,25 +223,27 @@ def current_result(out: OutputFolder, submission: Submission, student_fingerprin
     return result if result is not None and result.fingerprint == student_fingerprint else None
 
 
-def collect(output_dir: str | Path) -> list[GradeResult]:
+def collect(output_dir: str | Path, rubric: Rubric | None = None) -> list[GradeResult]:
     """Rebuild the gradebook and the Canvas CSV from the result files in ``output_dir``.
 
     Students of the prepared run who have no current result are listed as grader errors (not saved:
-    their task may still be running), so that nobody is missing from the gradebook silently.
+    their task may still be running), so that nobody is missing from the gradebook silently. The Canvas
+    CSV's assignment column is ``rubric``'s, else the prepared run's rubric's, else the course's.
     """
     from .batch import output_folder_lock
+    from .rubric import load_rubric
 
     out = OutputFolder(Path(output_dir))
     if not out.results.is_dir():
         raise UsageError(f"{out.root} holds no results")
-    rubric = None   # the prepared run's; else the one the class report kept (grader.class_report)
     run = None
     with output_folder_lock(out):
         results = {path.stem: result for path in sorted(out.results.glob("*.json"))
                    if (result := out.load_result(path.stem)) is not None}
         if (out.private / RUN_FILE).is_file():
             run = load_run(out)
-            rubric = options_from_dict(run["options"]).rubric
+            if rubric is None:
+                rubric = options_from_dict(run["options"]).rubric
             for task in run["tasks"]:
                 submission = task_submission(task)
                 if current_result(out, submission, task["fingerprint"]) is None:
@@ -251,7 +253,10 @@ def collect(output_dir: str | Path) -> list[GradeResult]:
         ordered = sorted(results.values(), key=lambda r: r.student_id)
         # The class's review, as after a local run: from every result here, with the run's settings if known.
         options = options_from_dict(run["options"]) if run else GradingOptions()
-        out.write_gradebooks(ordered, write_class_review(out, ordered, options))
+        # the gradebook's Canvas column: the rubric given, else the prepared run's, else the one the class
+        # report kept (grader.class_report), else the course's
+        out.write_gradebooks(ordered, rubric or saved_rubric(out.private) or load_rubric(),
+                             write_class_review(out, ordered, options))
         write_class_report_after_grading(out.root, rubric)
     return ordered
 

@@ -10,7 +10,24 @@ import shlex
 import sys
 from pathlib import Path
 
+from .report import canvas_id_note
+from .rubric import Rubric, load_rubric, with_canvas_assignment
 from .slurm import SlurmOptions, collect, grade_one
+
+
+def add_canvas_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Canvas", "the assignment column of canvas-import.csv (default: the "
+                                      "rubric's [canvas] assignment); each rubric needs its own, or importing one "
+                                      "gradebook overwrites the other's scores")
+    group.add_argument("--canvas-assignment", metavar="NAME", help="the Canvas assignment's name")
+    group.add_argument("--canvas-assignment-id", metavar="ID", help="the Canvas assignment's id, the number in "
+                       "its address (.../assignments/ID): the column is then headed 'NAME (ID)', as in Canvas's own "
+                       "export, and Canvas matches it by the id")
+
+
+def canvas_rubric(args: argparse.Namespace, rubric: Rubric) -> Rubric:
+    """``rubric`` with the command line's Canvas assignment, if any."""
+    return with_canvas_assignment(rubric, args.canvas_assignment, args.canvas_assignment_id)
 
 
 def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +91,16 @@ def collect_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="grade collect", description="Rebuild the gradebook, the Canvas CSV and "
                                      "the class's integrity review from the result files in OUTPUT.")
     parser.add_argument("output", type=Path)
+    parser.add_argument("--rubric", type=Path, help="the rubric whose Canvas assignment heads the Canvas CSV "
+                        "(default: the prepared run's, else the course's)")
+    add_canvas_arguments(parser)
     args = parser.parse_args(argv)
-    results = collect(args.output)
+    rubric = canvas_rubric(args, load_rubric(args.rubric)) if (
+        args.rubric or args.canvas_assignment is not None or args.canvas_assignment_id is not None) else None
+    results = collect(args.output, rubric)
     print(f"{len(results)} student(s); gradebook: {args.output / 'gradebook.csv'}; integrity review: "
           f"{args.output / 'integrity.html'}", file=sys.stdout)
+    note = canvas_id_note(results, args.output)
+    if note:
+        print(note, file=sys.stdout)
     return 0

