@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from pathlib import Path
+
+from .results import ShortAnswer
 
 ANSWER_STUB = "YOUR ANSWER HERE"     # nbgrader's text stub, which `grade build` leaves in the template
 MAX_ANSWER_CHARS = 4000
 MAX_QUESTION_CHARS = 400
-
-
-@dataclass
-class ShortAnswer:
-    question_id: str
-    question: str        # from the answer key, never from the student's notebook
-    answered: bool
-    words: int
-    text: str            # the student's answer, capped
 
 
 def is_answer_cell(cell) -> bool:

@@ -27,6 +27,7 @@ from jupyter_client.manager import AsyncKernelManager
 from .cancel import Cancellation
 from .contract import CONTRACT_TAG
 from .parameters import INJECTED_TAG
+from .results import CellError, cell_location
 from .sandbox import Confinement, Limits, SandboxPlan, Watchdog, kernel_environment, size_text
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -112,42 +113,15 @@ def student_traceback(frames: list[str]) -> str:
     return "\n".join(kept)
 
 
-@dataclass
-class CellError:
-    """The first lines a student needs: which cell failed, what it said, and where."""
-
-    cell_number: int      # 1-based, as the student counts the cells of their notebook
-    cell_id: str
-    source: str
-    ename: str
-    evalue: str
-    traceback: str        # the notebook's own frames; library frames folded (student_traceback)
-    section: str = ""     # the headings above the cell: "8. Fine-tuning > Training curves"
-    execution_count: int | None = None   # the In [N] of the cell in the notebook's outputs, as Colab shows it
-
-    @classmethod
-    def from_output(cls, nb, index: int, output, number: int | None = None) -> "CellError":
-        """``number``: the cell's number when the caller counted it (``student_cell_number`` is linear)."""
-        cell = nb.cells[index]
-        output = capped_error(output)
-        count = cell.get("execution_count")
-        return cls(student_cell_number(nb, index) if number is None else number, cell.get("id", ""), cell.source,
-                   output["ename"], strip_ansi(output["evalue"]), student_traceback(output["traceback"]),
-                   section=cell_section(nb, index), execution_count=count if isinstance(count, int) else None)
-
-    @property
-    def where(self) -> str:
-        """The cell as a student finds it in Colab: its section, its id, its In [N]."""
-        return cell_location(self.section, self.cell_id, self.cell_number, self.execution_count)
-
-
-def cell_location(section: str, cell_id: str, number: int, execution_count: int | None = None) -> str:
-    """``the cell 'curves' under "8. Fine-tuning > Training curves" (In [22])``; the cell's number when it has
-    no id, the section only when the notebook has headings."""
-    name = f"the cell {cell_id!r}" if cell_id else f"cell {number}"
-    under = f' under "{section}"' if section else ""
-    shown = f" (In [{execution_count}])" if execution_count is not None else ""
-    return f"{name}{under}{shown}"
+def cell_error(nb, index: int, output, number: int | None = None) -> CellError:
+    """The error ``output`` of cell ``index``, as the student finds it. ``number``: the cell's number when the
+    caller counted it (``student_cell_number`` is linear)."""
+    cell = nb.cells[index]
+    output = capped_error(output)
+    count = cell.get("execution_count")
+    return CellError(student_cell_number(nb, index) if number is None else number, cell.get("id", ""), cell.source,
+                     output["ename"], strip_ansi(output["evalue"]), student_traceback(output["traceback"]),
+                     section=cell_section(nb, index), execution_count=count if isinstance(count, int) else None)
 
 
 @dataclass
@@ -366,7 +340,7 @@ def iter_cell_errors(nb: nbformat.NotebookNode):
         if cell.cell_type == "code":
             for output in cell.get("outputs", []):
                 if output.get("output_type") == "error":
-                    yield CellError.from_output(nb, index, output, before + 1)
+                    yield cell_error(nb, index, output, before + 1)
         before += not is_grader_cell(cell)
 
 

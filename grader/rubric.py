@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .results import CheckResult
 
 DEFAULT_RUBRIC = Path(__file__).with_name("rubric.toml")
 # The assignment's column in the Canvas import (canvas-import.csv) when the rubric names none.
@@ -128,15 +129,6 @@ def answer_key_of(name, rubric_path: Path) -> Path:
         raise ConfigError(f"{rubric_path}: [notebook] answer_key {name!r} is not one of "
                           f"{', '.join(KIT_NOTEBOOKS)} nor an answer key's path ({path} does not exist)")
     return path.resolve()
-
-
-@dataclass
-class CheckResult:
-    name: str
-    passed: bool
-    points: float
-    max_points: float
-    message: str
 
 
 def check(rubric: Rubric, name: str, passed: bool, message: str) -> CheckResult:

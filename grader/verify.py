@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from .cancel import Cancellation
 from .course import LABELS
 from .lists import capped
+from .results import Verification
 from .sandbox import Limits, Watchdog, kernel_environment
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -46,52 +46,6 @@ SAFETENSORS_ITEM_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
     "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,
 }
-
-
-@dataclass
-class Verification:
-    loaded: bool = False
-    problem: str | None = None
-    hidden_size: int = 0
-    accuracy: float | None = None
-    accuracy_ci: tuple[float, float] | None = None
-    f1: float | None = None
-    f1_ci: tuple[float, float] | None = None
-    reproduced: bool | None = None
-    mismatches: list[str] = field(default_factory=list)
-    reviews_per_s: float | None = None
-    model_source: str = ""         # verify mode: the zip, folder or Hub commit the model came from
-    # The label (0 or 1) the model gives each hidden review, in the hidden set's order: the class's models are
-    # compared on these (grader.integrity), never re-run. In JSON, one digit a review ("0110...").
-    hidden_predictions: list[int] = field(default_factory=list)
-    hidden_set_sha256: str = ""    # the hidden sample they were made on: only models measured on one are compared
-    # verify mode: is it a fine-tune of the course's model? (None: not checked)
-    base_model_problem: str | None = None
-    base_model_checked: bool = False
-    base_similarity: dict = field(default_factory=dict)   # cosine similarities to the base, by tensor group
-    # verify mode with --rederive: the model's metrics on the student's own test split, re-derived
-    test_split_metrics: dict = field(default_factory=dict)
-    test_split_problem: str | None = None   # the notebook's test metrics are not what the model measures there
-    # The notebook's confidences are P(positive), not the probability of each prediction's label (a negative
-    # review's is 1 minus it); the model makes those predictions all the same.
-    confidence_is_positive_probability: bool = False
-    # The saved folder holds no tokenizer. The model was measured with the course's, but only when that one
-    # reproduced the notebook's predictions: it is then the tokenizer the student trained with.
-    tokenizer_missing: bool = False
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["hidden_predictions"] = "".join("1" if label else "0" for label in self.hidden_predictions)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Verification":
-        data = dict(data)
-        for key in ("accuracy_ci", "f1_ci"):
-            data[key] = tuple(data[key]) if data.get(key) else None
-        labels = data.get("hidden_predictions") or []
-        data["hidden_predictions"] = [int(label) for label in labels if str(label) in ("0", "1")]
-        return cls(**data)
 
 
 def model_folder_problem(save_dir: Path, allowed_root: Path) -> str | None:
