@@ -37,18 +37,17 @@ from .fingerprint import file_digest
 from .integrity import IntegritySettings, provenance
 from .parameters import inject_parameters
 from .results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, GradeResult
-from .rubric import Rubric, check, disagrees, load_rubric, no_todo_check, notebook_errors
+from .rubric import Rubric, executed_to_end, load_rubric, score
 from .identity import notebook_problem, other_kit_notebook
 from .sandbox import (COURSE_TOKENIZER_INSIDE, GB, HIDDEN_SET_INSIDE, MB, TEST_SPLIT_INSIDE, Limits, SandboxPlan,
                       verifier_prefix)
 from .submissions import Submission
 from .rederive import TestSplits, compare_metrics
-from .verify import NO_TOKENIZER, TOKENIZER_FILES, Verification, verify_in_subprocess
+from .verify import TOKENIZER_FILES, Verification, verify_in_subprocess
 from . import submitted
 
 MAX_NOTEBOOK_BYTES = 50_000_000
 MAX_CELLS = 2_000           # the course's notebook has 59: this bounds the grader's own time on one notebook
-MESSAGE_CHARS = 400   # of an error's message in a check's: a self-check's says what to fix, in a sentence or two
 INTERRUPTED_REASON = "the grading run was interrupted before this notebook was graded; a rerun grades it"
 
 
@@ -290,106 +289,7 @@ def saved_tokenizer(hub_id: str, private: Path) -> Path | None:
     return folder
 
 
-# 7 ------------------------------------------------------------------------------------------
-def run_check(result: GradeResult, execution: Execution, structure: str | None = None) -> tuple[bool, str]:
-    """``structure``: why the submitted notebook is not the course's (identity.notebook_problem), or None."""
-    if not execution.completed:
-        return False, result.reason
-    failures = notebook_errors(result.errors)
-    if failures:
-        first = failures[0]
-        return False, f"{first.where} raised {first.ename}: {first.evalue[:MESSAGE_CHARS]}"
-    if structure:
-        return False, structure
-    return True, "every cell ran without errors"
-
-
-def metric_check(rubric: Rubric, name: str, measured: float | None, ci, problem: str | None):
-    threshold = getattr(rubric, name)
-    if measured is None:
-        return check(rubric, name, False, f"not measured: {problem or 'no saved model'}")
-    interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
-    verdict = ">=" if measured >= threshold else "<"
-    return check(rubric, name, measured >= threshold,
-                 f"hidden-set {name} {measured:.3f}{interval} {verdict} {threshold:.2f}")
-
-
-def predictions_mistake(predictions, verification: Verification) -> str | None:
-    """The way the predictions are written wrong, in words, when the saved model makes them all the same:
-    labels given as ids, confidences given as P(positive)."""
-    ids = any(p.label_was_id for p in predictions)
-    positive = verification.confidence_is_positive_probability
-    if not (ids or positive):
-        return None
-    wrong = " and ".join(part for part, found in (("the labels are ids (0/1), not the names 'negative' and "
-                                                   "'positive'", ids),
-                                                  ("the confidences are P(positive), not the probability of "
-                                                   "each predicted label", positive)) if found)
-    return (f"{wrong}: give each label's name (model.config.id2label[label_id]) and, as its confidence, the "
-            "probability of that label (for a negative review, 1 - P(positive)). Your saved model does make these "
-            "predictions")
-
-
-def predictions_check(rubric: Rubric, contract: Contract, verification: Verification):
-    predictions = contract.predictions
-    if len(predictions) < rubric.min_predictions:
-        return check(rubric, "predictions", False,
-                     f"{len(predictions)} valid predictions; at least {rubric.min_predictions} are needed")
-    # Points only for what the model did: predictions typed by hand earn nothing.
-    if not verification.loaded:
-        return check(rubric, "predictions", False, "no saved model could make these predictions: "
-                     + (verification.problem or "the saved model did not load"))
-    if not verification.reproduced:
-        return check(rubric, "predictions", False, "the saved model does not make these predictions: "
-                     + "; ".join(verification.mismatches[:3]))
-    mistake = predictions_mistake(predictions, verification)
-    if mistake:
-        return check(rubric, "predictions", False, mistake)
-    if not all(0.5 <= p.confidence <= 1.0 for p in predictions):
-        return check(rubric, "predictions", False, "a confidence lies outside [0.5, 1]: use the softmax probability")
-    if len({p.label for p in predictions}) < 2:
-        return check(rubric, "predictions", False, "every prediction has the same label; include both sentiments")
-    return check(rubric, "predictions", True,
-                 f"{len(predictions)} predictions with confidences, both labels, made by the saved model")
-
-
-def reload_check(rubric: Rubric, verification: Verification):
-    if not verification.loaded:
-        return check(rubric, "reload", False, verification.problem or "the saved model did not load")
-    if verification.reproduced is None:
-        return check(rubric, "reload", False, "the model loads, but there were no predictions to reproduce")
-    if not verification.reproduced:
-        return check(rubric, "reload", False, "the saved model does not reproduce the predictions: "
-                     + "; ".join(verification.mismatches[:3]))
-    if verification.tokenizer_missing:
-        return check(rubric, "reload", False, NO_TOKENIZER + ". The grader measured the model with the course's "
-                     "tokenizer, which reproduces your predictions, but a saved model must load with its own")
-    if verification.base_model_problem:
-        return check(rubric, "reload", False, verification.base_model_problem)
-    if verification.test_split_problem:
-        return check(rubric, "reload", False, verification.test_split_problem)
-    return check(rubric, "reload", True, "the saved model loads and reproduces every prediction"
-                 + (", and is a fine-tune of the course's model" if verification.base_model_checked else ""))
-
-
-def score(result: GradeResult, nb, ran: tuple[bool, str], contract: Contract, verification: Verification,
-          rubric: Rubric) -> None:
-    ran, ran_message = ran
-    result.checks = [
-        check(rubric, "ran_to_end", ran, ran_message),
-        no_todo_check(rubric, nb),
-        metric_check(rubric, "accuracy", verification.accuracy, verification.accuracy_ci, verification.problem),
-        metric_check(rubric, "f1", verification.f1, verification.f1_ci, verification.problem),
-        predictions_check(rubric, contract, verification),
-        reload_check(rubric, verification),
-    ]
-    for name in ("accuracy", "f1"):
-        reported, measured = contract.test_metrics.get(name), getattr(verification, name)
-        if disagrees(reported, measured, verification.hidden_size):
-            result.disagreement.append(
-                f"the notebook reports test {name} {reported:.3f}, the saved model measures {measured:.3f}")
-
-
+# 7: the rubric scores (grader.rubric.score) -------------------------------------------------
 def stop_reason(execution: Execution) -> str:
     where = f" in {execution.last_cell}"
     if execution.limit_exceeded:
@@ -526,7 +426,7 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
         contract = read_contract(execution.notebook)
         result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems
         result.verification = verify(contract, workdir, hidden_set_file, options, env, sandbox, cancellation)
-        score(result, nb, run_check(result, execution, structure), contract, result.verification, options.rubric)
+        score(result, nb, executed_to_end(result, execution, structure), contract, result.verification, options.rubric)
         return result, execution.notebook
     except SubmissionUnreadable as error:  # the machine's fault, not the notebook's: retried
         result.status, result.reason = GRADER_ERROR, str(error)

@@ -11,10 +11,8 @@ import re
 from .execute import cell_errors
 from .identity import notebook_problem
 from .results import SAVED_OUTPUTS_MODE, GradeResult
-from .rubric import Rubric, check, no_todo_check, notebook_errors
+from .rubric import SELF_CHECK_CELLS, Rubric, notebook_errors, saved_outputs_ran, score_saved_outputs
 
-SELF_CHECK_CELLS = {"accuracy": "check-accuracy", "f1": "check-f1", "predictions": "check-predictions",
-                    "reload": "check-reload"}
 REPORTED_METRIC = re.compile(r"^\s*(accuracy|precision|recall|f1):\s*([0-9.]+)\s*$", re.MULTILINE)
 
 
@@ -32,16 +30,6 @@ def grade_saved_outputs(result: GradeResult, nb, rubric: Rubric) -> None:
     if "test-eval" in cells:
         result.reported_metrics = {name: float(value) for name, value in REPORTED_METRIC.findall(_stdout(cells["test-eval"]))}
     structure = notebook_problem(nb, rubric.answer_key_path, outputs=True)[0]
-    ran = not failures and not unexecuted and not structure
-    result.checks = [
-        check(rubric, "ran_to_end", ran, "the saved outputs show every cell run without errors" if ran else
-              structure if not failures and not unexecuted else
-              f"the saved notebook has {len(failures)} error(s) and {unexecuted} cell(s) never run"),
-        no_todo_check(rubric, nb),
-    ]
-    for name, cell_id in SELF_CHECK_CELLS.items():
-        cell = cells.get(cell_id)
-        passed = cell is not None and _stdout(cell).lstrip().startswith("OK")
-        message = "the saved self-check output says OK (unverified)" if passed else \
-            f"the saved output of self-check {cell_id!r} does not say OK"
-        result.checks.append(check(rubric, name, passed, message))
+    ran = saved_outputs_ran(len(failures), unexecuted, structure)
+    stdout = {cell_id: _stdout(cells[cell_id]) if cell_id in cells else None for cell_id in SELF_CHECK_CELLS.values()}
+    score_saved_outputs(result, nb, ran, stdout, rubric)

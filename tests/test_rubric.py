@@ -67,7 +67,7 @@ def test_a_failing_baseline_or_report_self_check_costs_the_ran_to_end_points(cel
 
 def test_predictions_earn_points_only_when_the_saved_model_makes_them():
     from grader.contract import Contract, Prediction
-    from grader.pipeline import predictions_check
+    from grader.rubric import predictions_check
     from grader.verify import Verification
 
     rubric = load_rubric()
@@ -84,7 +84,7 @@ def test_each_way_of_writing_the_predictions_wrong_fails_the_predictions_check_a
     """Labels as ids, confidences as P(positive): the saved model makes those predictions, so the reload
     check passes and the predictions check names the mistake (not 'both sentiments', not 'reproduce')."""
     from grader.contract import Contract, Prediction
-    from grader.pipeline import predictions_check, reload_check
+    from grader.rubric import predictions_check, reload_check
     from grader.verify import Verification
 
     rubric = load_rubric()
@@ -105,7 +105,7 @@ def test_each_way_of_writing_the_predictions_wrong_fails_the_predictions_check_a
 
 def test_a_model_without_its_tokenizer_fails_the_reload_check_alone():
     from grader.contract import Contract, Prediction
-    from grader.pipeline import metric_check, predictions_check, reload_check
+    from grader.rubric import metric_check, predictions_check, reload_check
     from grader.verify import Verification
 
     rubric = load_rubric()
@@ -115,3 +115,39 @@ def test_a_model_without_its_tokenizer_fails_the_reload_check_alone():
     assert not reload.passed and "no tokenizer" in reload.message and "tokenizer.save_pretrained" in reload.message
     assert predictions_check(rubric, contract, measured).passed
     assert metric_check(rubric, "accuracy", 0.9, None, None).passed
+
+
+def test_every_check_is_scored_in_the_rubric_module():
+    """The rubric's checks are scored in grader/rubric.py only: no other module of the grader makes a CheckResult
+    (``check(...)`` or ``CheckResult(...)``). ``result.check(name)`` (reading one) is not a call to the name ``check``."""
+    import ast
+
+    from grader.course import ROOT
+
+    def scores(path):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("check", "CheckResult"):
+                yield f"{path.name}:{node.lineno}"
+
+    found = [where for path in sorted((ROOT / "grader").glob("*.py")) if path.name not in ("rubric.py", "results.py")
+             for where in scores(path)]
+    assert found == []
+    assert list(scores(ROOT / "grader" / "rubric.py"))   # negative control: the scan sees the rubric's own calls
+
+
+def test_each_mode_scores_the_six_checks_in_the_rubrics_order():
+    import nbformat
+
+    from grader.contract import Contract
+    from grader.results import GradeResult, Verification
+    from grader.rubric import SELF_CHECK_CELLS, score, score_saved_outputs
+
+    rubric, nb = load_rubric(), nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    measured, saved = GradeResult("s", "s.ipynb"), GradeResult("s", "s.ipynb")
+    score(measured, nb, (True, "every cell ran"), Contract(test_metrics={"accuracy": 0.99}),
+          Verification(loaded=True, reproduced=True, hidden_size=500, accuracy=0.6, f1=0.9), rubric)
+    score_saved_outputs(saved, nb, (True, "ran"), {SELF_CHECK_CELLS["f1"]: "OK: f1 0.9\n"}, rubric)
+    assert [c.name for c in measured.checks] == [c.name for c in saved.checks] == list(CHECKS)
+    assert [c.passed for c in measured.checks] == [True, True, False, True, False, True]
+    assert [c.passed for c in saved.checks] == [True, True, False, True, False, False]
+    assert measured.disagreement == ["the notebook reports test accuracy 0.990, the saved model measures 0.600"]
