@@ -32,10 +32,13 @@ from .cancel import Cancellation
 from .contract import read_contract
 from .course import ANSWER_KEY
 from .errors import ConfigError
+from .files import write_atomic
 from .fingerprint import file_digest, fingerprint, run_settings
+from .integrity import ClassReview, review_class, write_review
 from .pipeline import GradingOptions, grade_submission
-from .report import OutputFolder, write_atomic
+from .report import OutputFolder
 from .results import GRADED, GRADER_ERROR, RETRIED, VERIFY_MODE, GradeResult
+from .run_folder import job_environment, job_tokens
 from .sandbox import plan_sandbox
 from .submissions import Submission
 from . import submitted as submitted_model
@@ -111,8 +114,6 @@ class AuditFolder:
 def run_audit(folder: Path, submissions: list[Submission], results: list[GradeResult], options: GradingOptions,
               out: OutputFolder, hidden_file: Path, cancellation: Cancellation, progress: bool = True) -> dict:
     """Re-run the sample in execute mode and compare; returns the audit state written to .grader/audit.json."""
-    from .batch import job_environment, job_tokens
-
     seed = audit_seed(out, options.audit_seed)
     sample = draw_sample(results, options.audit, seed)
     by_id = {s.student_id: s for s in submissions}
@@ -252,3 +253,12 @@ def current_findings(state: dict, results: list[GradeResult]) -> dict | None:
                      "message": "the submission changed after this audit: audit it again"}
         findings[student] = found
     return {"seed": state.get("seed"), "sample": state.get("sample", []), "results": findings}
+
+
+# --- the class's review: the integrity flags, with the audits on record -------------------------
+def write_class_review(out: OutputFolder, results: list[GradeResult], options: GradingOptions) -> ClassReview:
+    """Review the class from ``results`` and the audits on record in ``out``; write integrity.json and .html."""
+    review = review_class(results, options.integrity, public_hidden_set=options.hidden_set is None,
+                          audit=current_findings(load_state(out), results))
+    write_review(out, review)
+    return review

@@ -19,31 +19,28 @@ gradebook is rewritten from the results on disk, where it can be, and ``OutputUn
 """
 from __future__ import annotations
 
-import fcntl
-import os
-import queue
 import secrets
-import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from .course import ANSWER_KEY
 from .cancel import Cancellation, GradingInterrupted, cancel_on_signals
+from .audit import write_class_review
 from .class_report import write_class_report_after_grading
 from .errors import ConfigError, NoSubmissions, OutputUnwritable, UsageError
 from .fingerprint import file_digest, fingerprint, run_settings
 from .hidden import load_hidden_set, write_hidden_set
-from .integrity import ClassReview, write_class_review
-from .pipeline import INTERRUPTED_REASON, GradingOptions, course_base_model, grade_submission, threads_per_job
+from .integrity import ClassReview
+from .pipeline import INTERRUPTED_REASON, GradingOptions, course_base_model, grade_submission
 from .rederive import check_course_data
-from .report import OutputFolder, output_fault, write_atomic
+from .files import write_atomic
+from .report import OutputFolder
 from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
+from .run_folder import grade_into_folder, job_environment, job_tokens, output_folder_lock
 from .sandbox import SandboxPlan, bubblewrap_flags, plan_sandbox
 from .submissions import Submission, discover
 from .submitted import resolve_base_model
@@ -54,7 +51,6 @@ if TYPE_CHECKING:
 
 HIDDEN_SET_FILE = "hidden-set.json"   # in the output folder's private part, which no kernel sees
 HIDDEN_SEED_FILE = "hidden-seed"
-LOCK_FILE = "lock"
 
 
 @dataclass
@@ -73,37 +69,6 @@ class BatchResult:
     @property
     def passed(self) -> int:
         return sum(result.passed for result in self.results)
-
-
-def visible_gpus(driver_listing: Path = Path("/proc/driver/nvidia/gpus"), dev: Path = Path("/dev")) -> list[str]:
-    """GPU ids to hand out, one per job: CUDA_VISIBLE_DEVICES when it is set, else every GPU of the machine.
-
-    Counted without importing torch (some 300 MB of the grader's own memory, and seconds): nvidia-smi's
-    list, else the NVIDIA driver's folder per GPU, else the /dev/nvidiaN nodes. Numbered 0.. in PCI order,
-    as nvidia-smi numbers them and as the kernels see them (CUDA_DEVICE_ORDER=PCI_BUS_ID).
-    """
-    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
-        return [gpu for gpu in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if gpu.strip()]
-    listed = nvidia_smi_gpus()
-    if listed is not None:
-        return listed
-    try:
-        count = len(list(driver_listing.iterdir())) or len(list(dev.glob("nvidia[0-9]*")))
-    except OSError:
-        count = len(list(dev.glob("nvidia[0-9]*")))
-    return [str(index) for index in range(count)]
-
-
-def nvidia_smi_gpus() -> list[str] | None:
-    """The GPUs' indices as nvidia-smi lists them, or None without a working nvidia-smi."""
-    try:
-        listing = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if listing.returncode != 0:
-        return None
-    return [line.strip() for line in listing.stdout.splitlines() if line.strip().isdigit()]
 
 
 def validate_options(options: GradingOptions) -> None:
@@ -131,44 +96,6 @@ def validate_options(options: GradingOptions) -> None:
     if (options.rederive or options.course_data) and not options.verify_submitted:
         raise UsageError("--rederive and --course-data re-measure submitted models: they go with --verify")
     check_course_data(options.course_data)
-
-
-def job_tokens(jobs: int) -> queue.Queue:
-    """One token per job, held while it grades: the GPU it runs on, or None to leave the GPUs as they are.
-
-    With several jobs and GPUs, the GPUs are handed round: one per job when there are enough.
-    """
-    gpus = visible_gpus() if jobs > 1 else []
-    tokens: queue.Queue[str | None] = queue.Queue()
-    for index in range(jobs):
-        tokens.put(gpus[index % len(gpus)] if gpus else None)
-    return tokens
-
-
-def job_environment(gpu: str | None, jobs: int) -> dict:
-    """A job's kernel and verifier environment: its GPU, and its share of the CPU threads (PyTorch and
-    NumPy start a thread per core otherwise, and ``jobs`` kernels would fight over every core)."""
-    threads = str(threads_per_job(jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    return env
-
-
-@contextmanager
-def output_folder_lock(out: OutputFolder) -> Iterator[None]:
-    """Held for a whole run: two runs writing into one folder would interleave their results."""
-    try:
-        out.private.mkdir(parents=True, exist_ok=True)
-        handle = open(out.private / LOCK_FILE, "w")
-    except OSError as error:   # a read-only or full disk: the instructor's message, not a traceback
-        raise output_fault(out.private / LOCK_FILE, error) from error
-    with handle:   # closing it releases the lock, even on a crash
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"another grade run is writing into {out.root}") from None
-        yield
 
 
 def hidden_seed(out: OutputFolder, chosen: int | None) -> int:
@@ -311,31 +238,17 @@ def grade_pending(batch: BatchResult, folder: Path, submissions: list[Submission
     tokens = job_tokens(options.jobs)
 
     def run_one(submission: Submission) -> GradeResult:
-        if cancellation.cancelled:  # still queued when the run was interrupted
-            result, executed = not_graded(submission), None
-        else:
-            result, executed = grade_with_a_token(submission)
-        result.fingerprint = fingerprints[submission.student_id]
-        out.save(result, executed, options.rubric)
-        return result
+        return grade_into_folder(submission, out, options.rubric, fingerprints[submission.student_id],
+                                 lambda workdir: grade_with_a_token(submission, workdir), cancellation, not_graded,
+                                 keep_work=options.keep_work)
 
-    def grade_with_a_token(submission: Submission):
+    def grade_with_a_token(submission: Submission, workdir: Path):
         gpu = tokens.get()
-        workdir = out.work / submission.student_id
         try:
-            result, executed = grade_submission(submission, options, hidden_file, workdir,
-                                                job_environment(gpu, options.jobs), batch.sandbox,
-                                                cancellation=cancellation)
-        except Exception as error:  # a bug in the grader must not lose the rest of the class
-            reason = f"internal grader error: {type(error).__name__}: {error}"
-            result, executed = GradeResult.for_submission(submission, status=GRADER_ERROR, reason=reason), None
+            return grade_submission(submission, options, hidden_file, workdir, job_environment(gpu, options.jobs),
+                                    batch.sandbox, cancellation=cancellation)
         finally:
             tokens.put(gpu)
-        if cancellation.cancelled:  # stopped part-way: whatever came out of it is not a grade
-            result, executed = not_graded(submission), None
-        if not options.keep_work:
-            shutil.rmtree(workdir, ignore_errors=True)
-        return result, executed
 
     def record(result: GradeResult) -> None:
         batch.results.append(result)

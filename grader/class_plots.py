@@ -10,16 +10,27 @@ import base64
 import io
 import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .results import GRADED
 from .rubric import AGREEMENT_SLACK, STUDENT_TEST_SIZE
 
 if TYPE_CHECKING:
-    from .class_report import MetricPoint
     from .results import GradeResult
 
 PASS, FAIL, NEUTRAL, WARN = "#2a7a3b", "#b3261e", "#3b6ea8", "#c77700"
+
+
+@dataclass
+class MetricPoint:
+    """One student's hidden-set figure, as the class report's plots draw it (grader.class_report.metric_points)."""
+
+    student_id: str
+    measured: float
+    interval: tuple[float, float] | None
+    reported: float | None
+    flagged: bool
 
 
 def _figure(width: float = 7.5, height: float = 3.2):

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from .class_plots import agreement_plot, intervals_plot, run_time_plot, totals_plot
+from .class_plots import MetricPoint, agreement_plot, intervals_plot, run_time_plot, totals_plot
 from .results import GRADED, GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, GradeResult
 from .rubric import CHECKS, DEFAULT_CANVAS_ASSIGNMENT, Rubric, load_rubric
 
@@ -72,7 +72,7 @@ class ClassData:
 
 def save_rubric(private: Path, rubric: Rubric) -> None:
     """Keep the run's rubric beside its results, so that ``grade report`` draws the thresholds it graded with."""
-    from .report import write_atomic
+    from .files import write_atomic
 
     write_atomic(private / RUBRIC_FILE, json.dumps(asdict(rubric)))
 
@@ -207,15 +207,6 @@ def check_summaries(results: list[GradeResult], top: int = 3) -> list[CheckSumma
         reasons = Counter(reason_pattern(c.message) for c in failed).most_common(top)
         summaries.append(CheckSummary(name, len(checks), len(failed), reasons))
     return summaries
-
-
-@dataclass
-class MetricPoint:
-    student_id: str
-    measured: float
-    interval: tuple[float, float] | None
-    reported: float | None
-    flagged: bool
 
 
 def metric_points(results: list[GradeResult], name: str) -> list[MetricPoint]:
@@ -550,7 +541,7 @@ def class_report_html(root: Path, data: ClassData) -> str:
 def write_class_report(root: str | Path, rubric: Rubric | None = None) -> Path:
     """Write ROOT/report.html from the results on disk, drawing ``rubric``'s thresholds (default: those of the
     rubric the last run graded with); returns its path."""
-    from .report import write_atomic
+    from .files import write_atomic
 
     root = Path(root)
     return write_atomic(root / REPORT_FILE, class_report_html(root, load_class(root, rubric)))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 import threading
@@ -32,25 +31,17 @@ from .parameters import parse_override
 from .pipeline import GradingOptions
 from .report import canvas_id_note
 from .rubric import load_rubric
-from .sandbox import SANDBOX_MODES, Limits, SandboxUnavailableWarning, SandboxWithoutNetworkWarning, size_text
+from .sandbox import (SANDBOX_MODES, Limits, SandboxUnavailableWarning, SandboxWithoutNetworkWarning, size,
+                      size_text)
 
 DEFAULTS = GradingOptions.__dataclass_fields__
 LIMITS = Limits()
 INTEGRITY = IntegritySettings()
-SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
 
 def _default(name):
     field = DEFAULTS[name]
     return field.default
-
-
-def size(text: str) -> int:
-    """A size such as 500M, 12G, 1.5GB or 1048576 (bytes), in binary units."""
-    match = SIZE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 500M, 12G)")
-    return int(float(match[1]) * 1024 ** " KMGT".index((match[2] or " ").upper()))
 
 
 def grading_parser() -> argparse.ArgumentParser:

@@ -319,7 +319,7 @@ def grade_upload(root: Path, config: BundleConfig) -> tuple[GradeResult, list[st
     the notes for the student about the autograder itself."""
     import warnings
 
-    from .batch import job_environment
+    from .run_folder import job_environment
     from .pipeline import GradingOptions, grade_submission
     from .sandbox import SandboxUnavailableWarning, SandboxWithoutNetworkWarning, plan_sandbox
 
@@ -414,7 +414,7 @@ def gradescope_results(result: GradeResult, rubric: Rubric, hidden_figures: str 
 
 
 def write_results(path: Path, results: dict) -> None:
-    from .report import write_atomic
+    from .files import write_atomic
 
     write_atomic(path, json.dumps(results, indent=1))
 
@@ -447,7 +447,7 @@ def run(root: Path | None = None) -> int:
 
 # --- the command -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import size
+    from .sandbox import size
 
     parser = argparse.ArgumentParser(prog="grade gradescope build", description="Write a Gradescope autograder zip "
                                      "that grades each upload (the executed notebook and its model zip, or a "

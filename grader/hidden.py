@@ -61,5 +61,5 @@ def load_hidden_set(source: str | Path | None, size: int, seed: int) -> list[dic
 
 
 def write_hidden_set(rows: list[dict], path: Path) -> Path:
-    from .report import write_atomic
+    from .files import write_atomic
     return write_atomic(path, json.dumps(rows))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import write_atomic
 from .fingerprint import file_digest
 from .results import GRADED, VERIFY_MODE, GradeResult, Provenance
 
@@ -298,19 +299,7 @@ def gradebook_flags(review: ClassReview | None, student_id: str) -> list[str]:
     return texts
 
 
-def write_class_review(out, results: list[GradeResult], options) -> ClassReview:
-    """Review the class from ``results`` and the audits on record in ``out``; write integrity.json and .html."""
-    from .audit import current_findings, load_state
-
-    review = review_class(results, options.integrity, public_hidden_set=options.hidden_set is None,
-                          audit=current_findings(load_state(out), results))
-    write_review(out, review)
-    return review
-
-
 def write_review(out, review: ClassReview) -> None:
-    from .report import write_atomic
-
     write_atomic(out.root / INTEGRITY_JSON, json.dumps(review.to_dict(), indent=1))
     write_atomic(out.root / INTEGRITY_HTML, review_html(review))
 

@@ -38,6 +38,7 @@ from .integrity import IntegritySettings, provenance
 from .parameters import inject_parameters
 from .results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, GradeResult
 from .rubric import Rubric, executed_to_end, load_rubric, score
+from .run_folder import threads_per_job
 from .identity import notebook_problem, other_kit_notebook
 from .sandbox import (COURSE_TOKENIZER_INSIDE, GB, HIDDEN_SET_INSIDE, MB, TEST_SPLIT_INSIDE, Limits, SandboxPlan,
                       verifier_prefix)
@@ -87,11 +88,6 @@ class GradingOptions:
     # else the course's model). A saved model without its tokenizer is measured with it only when it
     # reproduces the notebook's predictions; the reload check fails either way.
     course_tokenizer: str | None = None
-
-
-def threads_per_job(jobs: int) -> int:
-    """Each parallel job's share of the CPUs, so that N jobs do not each start a thread per core."""
-    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 # 1 ------------------------------------------------------------------------------------------

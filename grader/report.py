@@ -6,59 +6,20 @@ never leaves a half-written gradebook or result behind.
 from __future__ import annotations
 
 import csv
-import errno
 import html
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import nbformat
 
-from .errors import OutputUnwritable
+from .files import output_fault, write_atomic  # noqa: F401: their home was here
 from .integrity import gradebook_flags
 from .results import VERIFY_MODE, RETRIED, GradeResult
 from .rubric import CHECKS, DEFAULT_CANVAS_ASSIGNMENT, Rubric
 
 GRADEBOOK = "gradebook.csv"
 CANVAS_IMPORT = "canvas-import.csv"
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` whole or not at all. A write the machine refuses (a full disk, a read-only
-    folder) raises ``OutputUnwritable``, and leaves neither a half-written file nor a temporary one."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise output_fault(path, error) from error
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise output_fault(path, error) from error
-        raise
-    return path
-
-
-def output_fault(path: Path, error: OSError) -> OutputUnwritable:
-    """The machine's refusal to write ``path``, in words that say what to do."""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        advice = "the disk is full (or your quota is used up): free some space, then rerun"
-    elif error.errno in (errno.EMFILE, errno.ENFILE):
-        advice = "the grader ran out of file descriptors: raise the limit (ulimit -n), then rerun"
-    elif error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        advice = "the output folder cannot be written: make it writable, or use another output folder"
-    else:
-        advice = "the disk or the network file system failed: check it, then rerun"
-    what = f"[Errno {error.errno}] {error.strerror}" if error.strerror else str(error)
-    return OutputUnwritable(f"cannot write {path}: {what}; {advice}")
 
 
 class OutputFolder:

@@ -21,8 +21,10 @@ watchdog still on, and the grader says so loudly.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -77,6 +79,18 @@ class Limits:
     def max_tasks(self) -> int:
         """The kernel-enforced cap on tasks, threads included: a backstop for the process count."""
         return max(4096, 16 * self.max_processes)
+
+
+# A size as an instructor writes it on the command line
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+
+
+def size(text: str) -> int:
+    """A size such as 500M, 12G, 1.5GB or 1048576 (bytes), in binary units."""
+    match = SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 500M, 12G)")
+    return int(float(match[1]) * 1024 ** " KMGT".index((match[2] or " ").upper()))
 
 
 def size_text(size: int) -> str:

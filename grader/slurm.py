@@ -40,16 +40,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
+from .audit import write_class_review
 from .course import ANSWER_KEY
 from .cancel import Cancellation, cancel_on_signals
 from .class_report import saved_rubric, write_class_report_after_grading
 from .errors import GraderError, UsageError
 from .fingerprint import fingerprint
-from .integrity import IntegritySettings, write_class_review
+from .integrity import IntegritySettings
 from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission
 from .report import OutputFolder, write_atomic
 from .results import GRADER_ERROR, INTERRUPTED, GradeResult
 from .rubric import Rubric
+from .run_folder import grade_into_folder, job_environment, output_folder_lock
 from .sandbox import Limits, SandboxPlan, plan_sandbox
 from .submissions import Submission, discover
 
@@ -150,6 +152,18 @@ def find_task(run: dict, notebook: Path) -> tuple[Submission, str]:
                      f"(its submissions are {run['submissions']})")
 
 
+def named_task(run: dict, notebook: str | Path | None, index: int | None) -> tuple[Submission, str]:
+    """The student a task names (by task index, or by notebook), and their fingerprint."""
+    if index is not None:
+        if not 0 <= index < len(run["tasks"]):
+            raise UsageError(f"task {index} does not exist: the run has {len(run['tasks'])} task(s)")
+        task = run["tasks"][index]
+        return task_submission(task), task["fingerprint"]
+    if notebook is not None:
+        return find_task(run, Path(notebook))
+    raise UsageError("name a notebook or a task --index")
+
+
 # --- one task: grade one student into the output folder ----------------------------------
 def task_threads() -> int:
     """The CPUs this task was given: Slurm's count, else the ones this process may run on."""
@@ -166,55 +180,44 @@ def grade_one(output_dir: str | Path, notebook: str | Path | None = None, index:
               run_id: str | None = None) -> GradeResult:
     """Grade one student of the run prepared in ``output_dir`` (by notebook, or by task index) and save
     the result atomically. The student's problems, and the grader's own, become the saved result."""
-    from .batch import job_environment
-
     out = OutputFolder(Path(output_dir))
     run = load_run(out)
     if run_id is not None and run["id"] != run_id:
         raise StaleTask(f"this task belongs to run {run_id}, but {out.root} now holds run {run['id']}")
-    if index is not None:
-        if not 0 <= index < len(run["tasks"]):
-            raise UsageError(f"task {index} does not exist: the run has {len(run['tasks'])} task(s)")
-        task = run["tasks"][index]
-        submission, student_fingerprint = task_submission(task), task["fingerprint"]
-    elif notebook is not None:
-        submission, student_fingerprint = find_task(run, Path(notebook))
-    else:
-        raise UsageError("name a notebook or a task --index")
+    submission, student_fingerprint = named_task(run, notebook, index)
     options = options_from_dict(run["options"])
     # This task's share of the machine: the verifier's and the kernel's threads follow options.jobs.
     options.jobs = max(1, (os.cpu_count() or 1) // task_threads())
     cancellation = Cancellation()
-    workdir = out.work / submission.student_id
-    try:
-        # A scheduler stops a task with SIGTERM (Slurm's time limit and scancel, a pod's end), as Ctrl-C does.
-        with cancel_on_signals(cancellation):
-            try:
-                hidden = [out.root, Path(run["submissions"]), ANSWER_KEY.parent, options.hidden_set]
-                measures = options.execute or options.verify_submitted   # as grader.batch: else nothing runs
-                sandbox = plan_sandbox(options.sandbox, parameters=options.parameters, hidden=hidden) \
-                    if measures else SandboxPlan(flags=None)
-                # In a thread of its own, as in a local batch: in the main thread nbclient takes SIGTERM and
-                # SIGINT over while the notebook runs, and a scheduler's stop would read as a dead kernel.
-                with ThreadPoolExecutor(max_workers=1) as pool:
-                    future = pool.submit(grade_submission, submission, options,
-                                         Path(run["hidden_file"]) if run["hidden_file"] else None, workdir,
-                                         job_environment(None, options.jobs), sandbox, cancellation=cancellation)
-                    while not future.done():   # the main thread stays free to run the signal handlers
-                        wait([future], timeout=0.5)
-                    result, executed = future.result()
-            except Exception as error:  # the node cannot grade (no sandbox there, a bug): a result, not a crash
-                reason = f"internal grader error on {socket.gethostname()}: {type(error).__name__}: {error}"
-                result, executed = GradeResult.for_submission(submission, status=GRADER_ERROR, reason=reason), None
-            if cancellation.cancelled:
-                result = GradeResult.for_submission(submission, status=GRADER_ERROR, reason=STOPPED_REASON)
-                executed = None
-            result.fingerprint = student_fingerprint
-            out.save(result, executed, options.rubric)
-    finally:
-        if not options.keep_work:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return result
+    # A scheduler stops a task with SIGTERM (Slurm's time limit and scancel, a pod's end), as Ctrl-C does.
+    with cancel_on_signals(cancellation):
+        return grade_into_folder(submission, out, options.rubric, student_fingerprint,
+                                 lambda workdir: grade_in_a_thread(submission, run, out, options, workdir,
+                                                                   cancellation),
+                                 cancellation, stopped_by_the_scheduler, keep_work=options.keep_work,
+                                 where=f" on {socket.gethostname()}")
+
+
+def grade_in_a_thread(submission: Submission, run: dict, out: OutputFolder, options: GradingOptions,
+                      workdir: Path, cancellation: Cancellation) -> tuple[GradeResult, object]:
+    """The pipeline, sandbox included, as a local batch runs it: in a thread of its own, because in the main
+    thread nbclient takes SIGTERM and SIGINT over while the notebook runs, and a scheduler's stop would read as a
+    dead kernel. The main thread stays free to run the signal handlers."""
+    hidden = [out.root, Path(run["submissions"]), ANSWER_KEY.parent, options.hidden_set]
+    measures = options.execute or options.verify_submitted   # as grader.batch: else nothing runs
+    sandbox = plan_sandbox(options.sandbox, parameters=options.parameters, hidden=hidden) \
+        if measures else SandboxPlan(flags=None)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(grade_submission, submission, options,
+                             Path(run["hidden_file"]) if run["hidden_file"] else None, workdir,
+                             job_environment(None, options.jobs), sandbox, cancellation=cancellation)
+        while not future.done():
+            wait([future], timeout=0.5)
+        return future.result()
+
+
+def stopped_by_the_scheduler(submission: Submission) -> GradeResult:
+    return GradeResult.for_submission(submission, status=GRADER_ERROR, reason=STOPPED_REASON)
 
 
 def current_result(out: OutputFolder, submission: Submission, student_fingerprint: str) -> GradeResult | None:
@@ -230,7 +233,6 @@ def collect(output_dir: str | Path, rubric: Rubric | None = None) -> list[GradeR
     their task may still be running), so that nobody is missing from the gradebook silently. The Canvas
     CSV's assignment column is ``rubric``'s, else the prepared run's rubric's, else the course's.
     """
-    from .batch import output_folder_lock
     from .rubric import load_rubric
 
     out = OutputFolder(Path(output_dir))

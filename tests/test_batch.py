@@ -10,7 +10,7 @@ import time
 import nbformat
 import pytest
 
-from grader import GradingOptions, batch as batch_module, cli, grade_submissions
+from grader import GradingOptions, batch as batch_module, cli, grade_submissions, run_folder
 from grader.errors import UsageError
 from grader.results import GRADER_ERROR, GradeResult
 from grader.rubric import load_rubric
@@ -47,7 +47,7 @@ def test_parallel_jobs_get_one_gpu_each(tmp_path, monkeypatch):
             running.discard(gpu)
         return GradeResult(submission.student_id, str(submission.notebook)), None
 
-    monkeypatch.setattr(batch_module, "visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(run_folder, "visible_gpus", lambda: ["0", "1"])
     monkeypatch.setattr(batch_module, "grade_submission", fake_grade)
     folder = write_notebooks(tmp_path / "subs", [f"s{i}" for i in range(6)])
     batch = grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", execute=False, jobs=2),
@@ -96,11 +96,11 @@ def test_jobs_run_that_many_notebooks_at_once_without_gpus(tmp_path, tiny_data_d
 
 
 def test_gpus_are_handed_round_the_jobs(monkeypatch):
-    monkeypatch.setattr(batch_module, "visible_gpus", lambda: ["0", "1"])
-    tokens = batch_module.job_tokens(4)
+    monkeypatch.setattr(run_folder, "visible_gpus", lambda: ["0", "1"])
+    tokens = run_folder.job_tokens(4)
     assert [tokens.get_nowait() for _ in range(4)] == ["0", "1", "0", "1"]
-    monkeypatch.setattr(batch_module, "visible_gpus", lambda: [])
-    tokens = batch_module.job_tokens(3)
+    monkeypatch.setattr(run_folder, "visible_gpus", lambda: [])
+    tokens = run_folder.job_tokens(3)
     assert [tokens.get_nowait() for _ in range(3)] == [None, None, None]
 
 
@@ -246,15 +246,15 @@ def test_gpus_are_counted_by_nvidia_smi_then_the_driver_then_the_device_nodes(tm
     for name in ("nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-uvm"):
         (dev / name).touch()
     monkeypatch.setenv("PATH", str(fake_nvidia_smi(tmp_path / "smi", "0\\n1\\n2\\n3\\n")))
-    assert batch_module.visible_gpus(driver, dev) == ["0", "1", "2", "3"]
+    assert run_folder.visible_gpus(driver, dev) == ["0", "1", "2", "3"]
     monkeypatch.setenv("PATH", str(fake_nvidia_smi(tmp_path / "broken", "No devices were found\\n", 6)))
-    assert batch_module.visible_gpus(driver, dev) == ["0", "1"]     # the driver's folder per GPU
+    assert run_folder.visible_gpus(driver, dev) == ["0", "1"]     # the driver's folder per GPU
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
-    assert batch_module.visible_gpus(driver, dev) == ["0", "1"]
-    assert batch_module.visible_gpus(tmp_path / "no-driver", dev) == ["0", "1", "2"]   # the device nodes
-    assert batch_module.visible_gpus(tmp_path / "no-driver", tmp_path) == []
+    assert run_folder.visible_gpus(driver, dev) == ["0", "1"]
+    assert run_folder.visible_gpus(tmp_path / "no-driver", dev) == ["0", "1", "2"]   # the device nodes
+    assert run_folder.visible_gpus(tmp_path / "no-driver", tmp_path) == []
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
-    assert batch_module.visible_gpus(driver, dev) == ["3", "1"]
+    assert run_folder.visible_gpus(driver, dev) == ["3", "1"]
 
 
 def test_several_jobs_do_not_import_torch_to_count_gpus():
