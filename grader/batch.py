@@ -23,13 +23,13 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from tqdm.auto import tqdm
 
 from .course import ANSWER_KEY
 from .cancel import Cancellation, GradingInterrupted, cancel_on_signals
-from .audit import write_class_review
+from .audit import run_audit, write_class_review
 from .class_report import write_class_report_after_grading
 from .errors import ConfigError, NoSubmissions, OutputUnwritable, UsageError
 from .fingerprint import file_digest, fingerprint, run_settings
@@ -218,29 +218,84 @@ def grade_pending(batch: BatchResult, folder: Path, submissions: list[Submission
                   cancellation: Cancellation, progress: bool) -> None:
     """Resume what still stands, grade the others into ``batch`` (each saved as it is graded), then write
     the gradebooks. ``fingerprints`` is filled in as soon as they are known."""
+    hidden_file, settings = fingerprint_class(submissions, fingerprints, out, options)
+    pending = resume(batch, out, submissions, fingerprints, options.force)
+    if pending:
+        prepare_to_grade(batch, folder, out, options)
+    with cancel_on_signals(cancellation), tqdm(total=len(pending), desc="Grading on Slurm" if slurm else "Grading",
+                                               unit="notebook", disable=not progress) as bar:
+        record = Recorder(batch, out, options.rubric, cancellation, bar)
+        if slurm is not None:
+            from .slurm import grade_on_slurm
+            batch.slurm_job = grade_on_slurm(folder, pending, fingerprints, settings, hidden_file, out,
+                                             options, slurm, cancellation, record)
+        else:
+            grade_here(pending, batch, hidden_file, fingerprints, out, options, cancellation, record)
+    if options.audit and batch.results and not cancellation.cancelled:
+        with cancel_on_signals(cancellation):
+            batch.audit = run_audit(folder, submissions, batch.results, options, out, hidden_file, cancellation,
+                                    progress)
+    # Recomputed from every result, those resumed included: a flag depends on the whole class.
+    batch.review = write_class_review(out, batch.results, options)
+    out.write_gradebooks(batch.results, options.rubric, batch.review)
+    write_class_report_after_grading(out.root, options.rubric)
+
+
+def measures_models(options: GradingOptions) -> bool:
+    """Whether the run measures models on the hidden set (execute and verify mode; not --no-execute)."""
+    return options.execute or options.verify_submitted
+
+
+def fingerprint_class(submissions: list[Submission], fingerprints: dict[str, str], out: OutputFolder,
+                      options: GradingOptions) -> tuple[Path | None, str]:
+    """Draw the hidden sample and fingerprint every student's work into ``fingerprints``; returns the hidden
+    set's file (None when nothing is measured) and the run's settings."""
     # Drawn even when all could resume: an earlier result stands only if measured on this very sample.
-    measures = options.execute or options.verify_submitted   # a model is measured on the hidden set
+    measures = measures_models(options)
     hidden_file = draw_hidden_set(out, options) if measures else None
     sandboxed = measures and options.sandbox != "off" and bubblewrap_flags()[0] is not None
     settings = run_settings(options, file_digest(hidden_file) if hidden_file else "", sandboxed)
     fingerprints.update({s.student_id: fingerprint(s.notebook, settings, s.model if options.verify_submitted else None)
                          for s in submissions})
-    pending = resume(batch, out, submissions, fingerprints, options.force)
+    return hidden_file, settings
 
-    if pending and options.verify_submitted:   # a base model that cannot be had stops the run, once
+
+def prepare_to_grade(batch: BatchResult, folder: Path, out: OutputFolder, options: GradingOptions) -> None:
+    """What must hold once before anyone is graded: the course's base model (verify mode), the sandbox."""
+    if options.verify_submitted:   # a base model that cannot be had stops the run, once
         resolve_base_model(course_base_model(options))
-    if pending and measures:
+    if measures_models(options):
         # Invisible to every kernel: other students' work and results, their notebooks, the answer
         # key and the hidden set (its file, and the grader's copy under the output folder).
         batch.sandbox = plan_sandbox(options.sandbox, parameters=options.parameters,
                                      hidden=[out.root, folder, ANSWER_KEY.parent, options.hidden_set])
 
-    tokens = job_tokens(options.jobs)
 
-    def run_one(submission: Submission) -> GradeResult:
-        return grade_into_folder(submission, out, options.rubric, fingerprints[submission.student_id],
-                                 lambda workdir: grade_with_a_token(submission, workdir), cancellation, not_graded,
-                                 keep_work=options.keep_work)
+@dataclass
+class Recorder:
+    """Takes each result as it is graded: into the batch, the gradebooks rewritten (until the run is cancelled:
+    then they are written once, at the end), the progress bar moved on."""
+
+    batch: BatchResult
+    out: OutputFolder
+    rubric: Rubric
+    cancellation: Cancellation
+    bar: tqdm
+
+    def __call__(self, result: GradeResult) -> None:
+        self.batch.results.append(result)
+        (self.batch.interrupted if result.status == INTERRUPTED else self.batch.graded_now).append(result.student_id)
+        if not self.cancellation.cancelled:
+            self.out.write_gradebooks(self.batch.results, self.rubric)
+        self.bar.set_postfix_str(f"{result.student_id}: {result.total:g}/{result.max_total:g}")
+        self.bar.update()
+
+
+def grade_here(pending: list[Submission], batch: BatchResult, hidden_file: Path | None, fingerprints: dict[str, str],
+               out: OutputFolder, options: GradingOptions, cancellation: Cancellation,
+               record: Callable[[GradeResult], None]) -> None:
+    """Grade ``pending`` on this machine, ``options.jobs`` at a time, each with a GPU token of its own."""
+    tokens = job_tokens(options.jobs)
 
     def grade_with_a_token(submission: Submission, workdir: Path):
         gpu = tokens.get()
@@ -250,36 +305,16 @@ def grade_pending(batch: BatchResult, folder: Path, submissions: list[Submission
         finally:
             tokens.put(gpu)
 
-    def record(result: GradeResult) -> None:
-        batch.results.append(result)
-        (batch.interrupted if result.status == INTERRUPTED else batch.graded_now).append(result.student_id)
-        if not cancellation.cancelled:  # after Ctrl-C, written once, below
-            out.write_gradebooks(batch.results, options.rubric)
-        bar.set_postfix_str(f"{result.student_id}: {result.total:g}/{result.max_total:g}")
-        bar.update()
+    def run_one(submission: Submission) -> GradeResult:
+        return grade_into_folder(submission, out, options.rubric, fingerprints[submission.student_id],
+                                 lambda workdir: grade_with_a_token(submission, workdir), cancellation, not_graded,
+                                 keep_work=options.keep_work)
 
-    if slurm is not None:
-        from .slurm import grade_on_slurm
-        with cancel_on_signals(cancellation), \
-                tqdm(total=len(pending), desc="Grading on Slurm", unit="notebook", disable=not progress) as bar:
-            batch.slurm_job = grade_on_slurm(folder, pending, fingerprints, settings, hidden_file, out,
-                                             options, slurm, cancellation, record)
-    else:
-        with cancel_on_signals(cancellation), ThreadPoolExecutor(max_workers=options.jobs) as pool, \
-                tqdm(total=len(pending), desc="Grading", unit="notebook", disable=not progress) as bar:
-            try:
-                for future in as_completed([pool.submit(run_one, submission) for submission in pending]):
-                    record(future.result())
-            except BaseException:
-                cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
-                pool.shutdown(wait=False, cancel_futures=True)   # nor start those still queued
-                raise
-    if options.audit and batch.results and not cancellation.cancelled:
-        from .audit import run_audit
-        with cancel_on_signals(cancellation):
-            batch.audit = run_audit(folder, submissions, batch.results, options, out, hidden_file, cancellation,
-                                    progress)
-    # Recomputed from every result, those resumed included: a flag depends on the whole class.
-    batch.review = write_class_review(out, batch.results, options)
-    out.write_gradebooks(batch.results, options.rubric, batch.review)
-    write_class_report_after_grading(out.root, options.rubric)
+    with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+        try:
+            for future in as_completed([pool.submit(run_one, submission) for submission in pending]):
+                record(future.result())
+        except BaseException:
+            cancellation.cancel()  # leaving early: the pool must not wait for every running notebook
+            pool.shutdown(wait=False, cancel_futures=True)   # nor start those still queued
+            raise

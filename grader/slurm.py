@@ -380,7 +380,22 @@ def grade_on_slurm(folder: Path, pending: list[Submission], fingerprints: dict[s
         return None
     log_folder = out.private / SLURM_FOLDER / run["id"]
     log_folder.mkdir(parents=True, exist_ok=True)
-    command = sbatch_command(run, out, options, slurm, log_folder)
+    job_id = submit_run(out, pending, sbatch_command(run, out, options, slurm, log_folder))
+    watch = ArrayWatch(job_id, dict(enumerate(pending)), fingerprints, out, options.rubric, slurm, log_folder, record)
+    try:
+        while watch.outstanding and not cancellation.cancelled and watch.poll():
+            pause(slurm.poll_s, cancellation)
+    except BaseException:
+        cancellation.cancel()
+        raise
+    finally:
+        if cancellation.cancelled and watch.outstanding:
+            watch.cancel()
+    return job_id
+
+
+def submit_run(out: OutputFolder, pending: list[Submission], command: list[str]) -> str:
+    """Submit the array, the pending students' earlier results set aside meanwhile (put back if sbatch fails)."""
     aside = set_aside(out, pending)
     try:
         job_id = submit_array(command)
@@ -389,60 +404,83 @@ def grade_on_slurm(folder: Path, pending: list[Submission], fingerprints: dict[s
         raise
     shutil.rmtree(aside, ignore_errors=True)
     write_atomic(out.private / JOB_FILE, job_id)
+    return job_id
 
-    outstanding = dict(enumerate(pending))
-    gone_since: dict[int, float] = {}
+
+def pause(seconds: float, cancellation: Cancellation) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not cancellation.cancelled:
+        time.sleep(0.1)
+
+
+@dataclass
+class ArrayWatch:
+    """The submitter's view of a job array: the tasks without a result yet (by task index), and since when each
+    has been gone from squeue. Each result it takes is recorded; those it makes itself are saved first."""
+
+    job_id: str
+    outstanding: dict[int, Submission]
+    fingerprints: dict[str, str]
+    out: OutputFolder
+    rubric: Rubric
+    slurm: SlurmOptions
+    log_folder: Path
+    record: Callable[[GradeResult], None]
+    gone_since: dict[int, float] = field(default_factory=dict)
     squeue_failing_since: float | None = None
 
-    def finish(index: int, result: GradeResult, save: bool) -> None:
-        submission = outstanding.pop(index)
+    def finish(self, index: int, result: GradeResult, save: bool) -> None:
+        submission = self.outstanding.pop(index)
         if save:
-            result.fingerprint = fingerprints[submission.student_id]
-            out.save(result, None, options.rubric)
-        record(result)
+            result.fingerprint = self.fingerprints[submission.student_id]
+            self.out.save(result, None, self.rubric)
+        self.record(result)
 
-    try:
-        while outstanding and not cancellation.cancelled:
-            for index, submission in list(outstanding.items()):
-                result = current_result(out, submission, fingerprints[submission.student_id])
-                if result is not None:
-                    finish(index, result, save=False)
-            if not outstanding:
-                break
-            queued = tasks_in_queue(job_id)
-            now = time.monotonic()
-            if queued is None:
-                squeue_failing_since = squeue_failing_since or now
-                if now - squeue_failing_since > slurm.squeue_patience_s:
-                    cancel_array(job_id)
-                    for index, submission in list(outstanding.items()):
-                        finish(index, GradeResult.for_submission(
-                            submission, status=GRADER_ERROR,
-                            reason=f"squeue failed for {slurm.squeue_patience_s:.0f} s: the grader lost sight of "
-                                   f"Slurm task {job_id}_{index}; a rerun grades it"), save=True)
-                    break
-            else:
-                squeue_failing_since = None
-                for index, submission in list(outstanding.items()):
-                    if index in queued:
-                        gone_since.pop(index, None)
-                    elif now - gone_since.setdefault(index, now) >= slurm.grace_s:
-                        finish(index, lost_result(submission, job_id, index, log_folder / f"{index}.log"), save=True)
-            deadline = time.monotonic() + slurm.poll_s
-            while time.monotonic() < deadline and not cancellation.cancelled:
-                time.sleep(0.1)
-    except BaseException:
-        cancellation.cancel()
-        raise
-    finally:
-        if cancellation.cancelled and outstanding:
-            cancel_array(job_id)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and tasks_in_queue(job_id) not in (set(), None):
-                time.sleep(0.5)
-            # As in a local run: whatever a task wrote once the run was cancelled is not a grade (a kernel that
-            # scancel stopped reads as dead).
-            for index, submission in list(outstanding.items()):
-                finish(index, GradeResult.for_submission(submission, status=INTERRUPTED, reason=INTERRUPTED_REASON),
-                       save=True)
-    return job_id
+    def poll(self) -> bool:
+        """Take the results the tasks wrote, then look at squeue; False once there is nothing left to watch."""
+        for index, submission in list(self.outstanding.items()):
+            result = current_result(self.out, submission, self.fingerprints[submission.student_id])
+            if result is not None:
+                self.finish(index, result, save=False)
+        if not self.outstanding:
+            return False
+        queued, now = tasks_in_queue(self.job_id), time.monotonic()
+        if queued is None:
+            return self.squeue_failed(now)
+        self.squeue_failing_since = None
+        self.take_lost_tasks(queued, now)
+        return True
+
+    def squeue_failed(self, now: float) -> bool:
+        """squeue failing this long in a row: the array is given up, its tasks' students grader errors."""
+        self.squeue_failing_since = self.squeue_failing_since or now
+        if now - self.squeue_failing_since <= self.slurm.squeue_patience_s:
+            return True
+        cancel_array(self.job_id)
+        for index, submission in list(self.outstanding.items()):
+            self.finish(index, GradeResult.for_submission(
+                submission, status=GRADER_ERROR,
+                reason=f"squeue failed for {self.slurm.squeue_patience_s:.0f} s: the grader lost sight of "
+                       f"Slurm task {self.job_id}_{index}; a rerun grades it"), save=True)
+        return False
+
+    def take_lost_tasks(self, queued: set[int], now: float) -> None:
+        """A task gone from squeue for the grace period without a result was killed: its student's grader error."""
+        for index, submission in list(self.outstanding.items()):
+            if index in queued:
+                self.gone_since.pop(index, None)
+            elif now - self.gone_since.setdefault(index, now) >= self.slurm.grace_s:
+                self.finish(index, lost_result(submission, self.job_id, index, self.log_folder / f"{index}.log"),
+                            save=True)
+
+    def cancel(self) -> None:
+        """Cancel the array and wait (a minute at most) for its tasks to end; their students are not graded: as in
+        a local run, whatever a task wrote once the run was cancelled is not a grade (a kernel that scancel stopped
+        reads as dead)."""
+        cancel_array(self.job_id)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and tasks_in_queue(self.job_id) not in (set(), None):
+            time.sleep(0.5)
+        for index, submission in list(self.outstanding.items()):
+            self.finish(index, GradeResult.for_submission(submission, status=INTERRUPTED, reason=INTERRUPTED_REASON),
+                        save=True)

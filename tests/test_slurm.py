@@ -340,3 +340,52 @@ def test_a_verify_mode_task_gets_the_students_submitted_model(tmp_path):
     [task] = load_run(out)["tasks"]
     assert task_submission(task) == ann and task["fingerprint"] == "f"
     assert options_from_dict(load_run(out)["options"]).verify_submitted
+
+
+def array_watch(tmp_path, monkeypatch, queue_listings, **slurm_options):
+    """An ArrayWatch over alice (task 0) and bob (task 1), squeue answering ``queue_listings`` in turn."""
+    from grader import slurm
+    from grader.report import OutputFolder
+    from grader.rubric import load_rubric
+    from grader.submissions import Submission
+
+    listings, cancelled, recorded = iter(queue_listings), [], []
+    monkeypatch.setattr(slurm, "tasks_in_queue", lambda job_id: next(listings))
+    monkeypatch.setattr(slurm, "cancel_array", cancelled.append)
+    pending = {0: Submission("alice", tmp_path / "alice.ipynb"), 1: Submission("bob", tmp_path / "bob.ipynb")}
+    watch = slurm.ArrayWatch("77", pending, {"alice": "fa", "bob": "fb"}, OutputFolder(tmp_path / "out"),
+                             load_rubric(), SlurmOptions(**slurm_options), tmp_path / "logs", recorded.append)
+    return watch, recorded, cancelled
+
+
+def test_the_array_watch_takes_each_tasks_result_and_a_killed_task_becomes_a_grader_error(tmp_path, monkeypatch):
+    from grader.results import GradeResult
+
+    watch, recorded, cancelled = array_watch(tmp_path, monkeypatch, [{0, 1}, {1}, set()], grace_s=0)
+    assert watch.poll() and recorded == []                         # both queued, no result yet
+    written = GradeResult.for_submission(watch.outstanding[0], fingerprint="fa")
+    watch.out.save(written, None, watch.rubric)                    # alice's task wrote her result
+    assert watch.poll() and [r.student_id for r in recorded] == ["alice"]
+    assert watch.poll() and watch.outstanding == {}              # bob's task left the queue without a result
+    bob = watch.out.load_result("bob")
+    assert recorded[-1].student_id == "bob" and bob.status == GRADER_ERROR and "77_1 ended without a result" in bob.reason
+    assert bob.fingerprint == "fb" and cancelled == []
+    assert not watch.poll()                                       # nothing left to watch
+
+
+def test_the_array_watch_waits_out_the_grace_period_and_gives_up_on_squeue_only_after_its_patience(
+        tmp_path, monkeypatch):
+    watch, recorded, cancelled = array_watch(tmp_path, monkeypatch, [set(), None, None], grace_s=3600,
+                                             squeue_patience_s=0.05)
+    assert watch.poll() and watch.poll() and recorded == []       # gone, but within the grace; squeue failing once
+    time.sleep(0.1)
+    assert not watch.poll() and cancelled == ["77"]
+    assert [(r.student_id, r.status) for r in recorded] == [("alice", GRADER_ERROR), ("bob", GRADER_ERROR)]
+    assert "squeue failed" in watch.out.load_result("alice").reason
+
+
+def test_cancelling_the_array_watch_lists_the_students_left_as_not_graded(tmp_path, monkeypatch):
+    watch, recorded, cancelled = array_watch(tmp_path, monkeypatch, [set()])
+    watch.cancel()
+    assert cancelled == ["77"] and [r.status for r in recorded] == [INTERRUPTED, INTERRUPTED]
+    assert watch.out.load_result("bob").status == INTERRUPTED
