@@ -40,7 +40,7 @@ from package_sets import PackageSet, build_all, cell_text, failing_cells, packag
 ACCURACY_CHECKS = {"check-accuracy", "check-f1"}   # may fail: passing them is not what these runs are for
 SUBSET_SIZE, MAX_LENGTH = 300, 32
 LEARNING_RATE = 1e-3                                 # full fine-tuning of the 2-layer stand-in
-LORA_LEARNING_RATE = 2e-2                            # LoRA of it: measured to learn the reviews in 1 epoch
+LORA_LEARNING_RATE = 1e-2                            # LoRA of it: learns the reviews in 3 epochs (1 epoch, or 3e-2, left F1 at 0)
 
 
 @dataclass(frozen=True)
@@ -192,9 +192,9 @@ def main_parameters(model: Path, data: Path, workdir: Path) -> dict:
 
 def going_further_parameters(model: Path, data: Path, workdir: Path) -> dict:
     return {"MODEL_NAME": str(model), "LOCAL_DATA_DIR": str(data), "DATASET": "amazon_polarity",
-            "SUBSET_SIZE": SUBSET_SIZE, "MAX_LENGTH": MAX_LENGTH, "NUM_EPOCHS": 1, "LEARNING_RATE": LEARNING_RATE,
+            "SUBSET_SIZE": SUBSET_SIZE, "MAX_LENGTH": MAX_LENGTH, "NUM_EPOCHS": 3, "LEARNING_RATE": LEARNING_RATE,
             "LORA_LEARNING_RATE": LORA_LEARNING_RATE,
-            "SEARCH_SETTINGS": [[1e-2, 1], [LORA_LEARNING_RATE, 1], [3e-2, 1]], "OUTPUT_DIR": str(workdir / "outputs")}
+            "SEARCH_SETTINGS": [[5e-3, 3], [LORA_LEARNING_RATE, 3], [2e-2, 3]], "OUTPUT_DIR": str(workdir / "outputs")}
 
 
 def run_main(notebook: MatrixNotebook, environment: PackageSet, model: Path, data: Path, workdir: Path):
@@ -323,5 +323,5 @@ def test_lora_targets_distilberts_attention(matrix_run):
     found = probe(matrix_run["nb"])
     assert found["targets"] == ["q_lin", "v_lin"] and found["lora_modules"] == ["q_lin", "v_lin"], found
     assert found["trained_in_full"] == ["classifier", "pre_classifier"], found
-    assert "LoRA on ['q_lin', 'v_lin']; trained in full: ['pre_classifier', 'classifier']" in cell_text(
-        matrix_run["nb"], "lora-targets")
+    assert "LoRA on ['q_lin', 'v_lin'] (all of the attention: ['q_lin', 'k_lin', 'v_lin', 'out_lin']); " \
+           "trained in full: ['pre_classifier', 'classifier']" in cell_text(matrix_run["nb"], "lora-targets")
