@@ -24,10 +24,11 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import sys
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -73,6 +74,10 @@ class BundleConfig:
     max_file_bytes: int = 2 * GB
     disk_bytes: int = 4 * GB
     sandbox: str = "auto"
+    # The course's base model, of which each submitted model must be a fine-tune (verify mode's check): a Hub id
+    # that setup.sh downloads into the image once (source/base-model), "bundled" when the zip carries its files
+    # there, or "none" (the check off). "": the rubric's [model] base.
+    base_model: str = ""
 
     @property
     def limits(self) -> Limits:
@@ -130,6 +135,8 @@ TORCH_INDEX_URL="${TORCH_INDEX_URL:-__TORCH_INDEX_URL__}"
 "$VENV/bin/python" -m pip install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "__TORCH_PIN__"
 "$VENV/bin/python" -m pip install -q -r "$SOURCE/requirements.txt"
 PYTHONPATH="$SOURCE/kit" "$VENV/bin/python" -c "import grader.gradescope, grader.pipeline, transformers" </dev/null
+# The course's base model, into the image once (each model is checked to be a fine-tune of it)
+PYTHONPATH="$SOURCE/kit" "$VENV/bin/python" -m grader.gradescope fetch-base-model </dev/null
 echo "setup.sh: the autograder is ready ($("$VENV/bin/python" --version))"
 """
 
@@ -165,9 +172,15 @@ def _zip_text(archive: zipfile.ZipFile, name: str, text: str, executable: bool =
 
 
 def build_bundle(target: Path, hidden_set: Path | None, config: BundleConfig, rubric_file: Path | None = None,
-                 requirements: list[str] | None = None, torch_index_url: str = "") -> Path:
-    """Write the autograder zip to ``target``; the hidden sample is drawn here, with ``config.hidden_seed``."""
+                 requirements: list[str] | None = None, torch_index_url: str = "",
+                 base_model_folder: Path | None = None) -> Path:
+    """Write the autograder zip to ``target``; the hidden sample is drawn here, with ``config.hidden_seed``.
+    ``base_model_folder``: the course's base model, carried in the zip (``config.base_model`` becomes
+    "bundled"); else setup.sh downloads ``config.base_model`` (or the rubric's base) into the image."""
     from .hidden import load_hidden_set
+
+    if base_model_folder is not None:
+        config = replace(config, base_model=BUNDLED)
 
     if config.hidden_figures not in HIDDEN_FIGURES:
         raise UsageError(f"--hidden-figures must be one of {', '.join(HIDDEN_FIGURES)}")
@@ -192,10 +205,58 @@ def build_bundle(target: Path, hidden_set: Path | None, config: BundleConfig, ru
             _zip_text(archive, CONFIG_FILE, json.dumps(asdict(config), indent=1))
             for path, name in kit_files():
                 _zip_text(archive, name, path.read_text(encoding="utf-8"))
+            for path in base_model_files(base_model_folder):
+                archive.write(path, f"{BASE_MODEL_DIR}/{path.name}")
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
     return target
+
+
+BASE_MODEL_DIR, BUNDLED = "base-model", "bundled"
+
+
+def base_model_files(folder: Path | None) -> list[Path]:
+    """The files of a base-model folder the check reads (its config, tokenizer and weights)."""
+    if folder is None:
+        return []
+    from fnmatch import fnmatch
+
+    from .submitted import BASE_MODEL_FILES
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"the base model {folder} holds no config.json")
+    return sorted(path for path in folder.iterdir()
+                  if path.is_file() and any(fnmatch(path.name, pattern) for pattern in BASE_MODEL_FILES))
+
+
+def base_model_name(config: BundleConfig, source: Path) -> str:
+    """What verify mode is given as the course's base model inside the autograder."""
+    if config.base_model.lower() == "none":
+        return "none"
+    if config.base_model == BUNDLED or (source / BASE_MODEL_DIR / "config.json").is_file():
+        return str(source / BASE_MODEL_DIR)
+    return config.base_model or load_rubric(source / RUBRIC_FILE).base_model
+
+
+def fetch_base_model() -> int:
+    """setup.sh's step: the course's base model from the Hub into source/base-model (once, at image build)."""
+    source = autograder_root() / "source"
+    config = load_config(source)
+    name = base_model_name(config, source)
+    if name == "none" or Path(name) == source / BASE_MODEL_DIR:
+        print(f"setup.sh: base model: {name}")
+        return 0
+    from .submitted import resolve_base_model
+
+    fetched = resolve_base_model(name)
+    target = source / BASE_MODEL_DIR
+    target.mkdir(exist_ok=True)
+    for path in base_model_files(fetched):
+        shutil.copyfile(path, target / path.name)   # the files, not the cache's links
+    print(f"setup.sh: base model {name} in {target}")
+    return 0
 
 
 # --- inside Gradescope: one submission ---------------------------------------------------------
@@ -337,7 +398,7 @@ def grade_upload(root: Path, config: BundleConfig) -> tuple[GradeResult, list[st
     print(f"the model check may use {limits.memory_bytes / 2**20:.0f} MB and {container_cpus()} CPU(s)", *notes)
     options = GradingOptions(output_dir=work, verify_submitted=True, rubric=load_rubric(source / RUBRIC_FILE),
                              max_length=config.max_length, verify_time_limit_s=config.verify_time_limit_s,
-                             limits=limits, sandbox=config.sandbox)
+                             limits=limits, sandbox=config.sandbox, base_model=base_model_name(config, source))
     options.jobs = max(1, (os.cpu_count() or 1) // container_cpus())   # the checks' threads: this container's CPUs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -472,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--memory-limit", type=size, default=BundleConfig.memory_bytes, metavar="SIZE",
                         help="the model check's memory limit; keep it under the container's (default: 3G)")
+    parser.add_argument("--base-model", default="", metavar="MODEL",
+                        help="the course's base model, of which each submitted model must be a fine-tune: a folder "
+                             "(its files go in the zip), a Hub id (setup.sh downloads it into the image), or 'none' "
+                             "(default: the rubric's [model] base)")
     return parser
 
 
@@ -479,17 +544,23 @@ def main(argv: list[str]) -> int:
     """``grade gradescope build ...``, or ``python -m grader.gradescope run`` inside Gradescope."""
     if argv[:1] == ["run"]:
         return run()
+    if argv[:1] == ["fetch-base-model"]:
+        return fetch_base_model()
     if argv[:1] != ["build"]:
         raise UsageError("usage: grade gradescope build [options] (see grade gradescope build --help)")
     args = build_parser().parse_args(argv[1:])
     if args.hidden_size < 1 or args.time_limit <= 0:
         raise UsageError("the hidden-set size and the time limit must be positive")
     seed = secrets.randbits(32) if args.hidden_seed is None else args.hidden_seed
+    folder = Path(args.base_model).expanduser() if args.base_model and Path(args.base_model).expanduser().is_dir() \
+        else None
     config = BundleConfig(hidden_figures=args.hidden_figures, hidden_size=args.hidden_size, hidden_seed=seed,
-                          verify_time_limit_s=args.time_limit, memory_bytes=args.memory_limit)
+                          verify_time_limit_s=args.time_limit, memory_bytes=args.memory_limit,
+                          base_model="" if folder else args.base_model)
     if any(char in args.torch_index_url for char in "\"'`$\\ \n"):
         raise UsageError("--torch-index-url must be a plain URL")
-    path = build_bundle(args.output, args.hidden_set, config, args.rubric, torch_index_url=args.torch_index_url)
+    path = build_bundle(args.output, args.hidden_set, config, args.rubric, torch_index_url=args.torch_index_url,
+                        base_model_folder=folder)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {config.hidden_size} hidden reviews drawn with seed "
           f"{seed}, hidden-set figures {config.hidden_figures}. It holds the hidden set: keep it private.")
     return 0

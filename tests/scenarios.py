@@ -94,7 +94,8 @@ def no_tokenizer_saved(nb):
 
 
 def macro_f1(nb):
-    """compute_metrics averages over both classes: its self-check fails, which costs ran_to_end alone."""
+    """compute_metrics averages over both classes: its self-check fails (on fixed reviews: the corpus's model is
+    right on every test review, where macro and binary F1 are equal), which costs ran_to_end alone."""
     _replace(nb, "compute-metrics", 'average="binary"', 'average="macro"')
 
 
@@ -175,7 +176,9 @@ EXPECTED = {
     "no-save": _expect(fails={"ran_to_end", "accuracy", "f1", "predictions", "reload"}, passes={"no_todo_left"}),
     "reload-differs": _expect(fails={"predictions", "reload"}),
     "infinite-loop": _expect(fails=set(CHECKS) - {"no_todo_left"}, passes={"no_todo_left"}),
-    "prints-fake-metrics": _expect(fails={"accuracy", "f1"}, passes={"ran_to_end", "no_todo_left", "reload"}),
+    # Figures typed in after the evaluation: the metrics self-check recomputes them from the test predictions.
+    "prints-fake-metrics": _expect(fails={"accuracy", "f1", "ran_to_end"}, passes={"no_todo_left", "reload"},
+                                   ran_message="'metrics-self-check' .*test_metrics differs .*not figures written by hand"),
     "todo-left": _expect(fails=set(CHECKS), passes=set()),
     "not-json": Expected(status="not gradable"),
     # The self-checks are the student's aid; the grader measures the model, so this still fails, and
@@ -186,7 +189,7 @@ EXPECTED = {
     "labels-as-ids": _expect(fails={"predictions"}, reason=r"labels are ids \(0/1\).* and the confidences are P\(positive\)"),
     "no-tokenizer-saved": _expect(fails={"reload"}, reason=r"no tokenizer .*tokenizer\.save_pretrained\(SAVE_DIR\)"),
     "macro-f1": _expect(fails={"ran_to_end"}, reason=r"'metrics-self-check' under .* raised AssertionError.*"
-                                                      r'its F1 is the macro F1.*average="binary"'),
+                                                      r'on five reviews .*its F1 is the macro F1.*average="binary"'),
     "unstratified-split": _expect(fails={"ran_to_end"}, reason=r"'split-self-check' under \"3\. The data > Subset and "
                                                               r'split\" .*raised AssertionError.*stratify_by_column'),
 }
@@ -338,7 +341,7 @@ ATTACK_EXPECTED = {
     "pickle-payload": _ran_but_not_the_courses(FLAT, reason="pickle"),
     # Predictions and metrics typed by hand, no model: only having no TODO earns points.
     "hand-typed-contract": _ran_but_not_the_courses(FLAT, reason="no saved model"),
-    "forges-a-self-check-id": _expect(fails=FLAT, reason="the cell 'check-accuracy' raised RuntimeError"),
+    "forges-a-self-check-id": _expect(fails=FLAT, reason=r"the cell 'check-accuracy' \(In \[\d+\]\) raised RuntimeError"),
     "plants-links-for-the-grader": _ran_but_not_the_courses(FLAT, reason="does not exist"),
     "reads-an-earlier-run": _expect(fails=FLAT, reason="FileNotFoundError"),
     "raises-a-huge-error": _expect(fails=FLAT, reason="raised ValueError: x"),

@@ -30,37 +30,12 @@ from grader.build import (ANSWER_KEY, GOING_FURTHER_ANSWER_KEY, GOING_FURTHER_TE
                           build_template)
 from grader.rubric import load_rubric
 from grader.sandbox import GB, MB, Limits
+from completion_fixtures import completion_fixtures, is_going_further, lay_onto_template
 from scenarios import _cell, _replace
 
-COMPLETIONS = ROOT / "tests" / "completions"
 GOING_FURTHER_RUBRIC = ROOT / "grader" / "rubrics" / "going_further.toml"
 TIME_LIMIT_S = 300
 TEST_LIMITS = Limits(memory_bytes=3 * GB, max_processes=64, max_file_bytes=256 * MB, disk_bytes=1 * GB)
-
-
-def is_going_further(nb) -> bool:
-    return any(cell.get("id") == "lora-config" for cell in nb.cells)
-
-
-def lay_onto_template(completion, template):
-    """The template with each TODO cell replaced by the completion's cell of the same id (and the
-    completion's answers to the short questions)."""
-    done = {cell.get("id"): cell for cell in completion.cells}
-    nb = copy.deepcopy(template)
-    for index, cell in enumerate(nb.cells):
-        answer = cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("solution")
-        if STUB in cell.source or answer:
-            replacement = done.get(cell.get("id"))
-            if replacement is None:
-                raise AssertionError(f"the completion has no cell {cell.get('id')!r}: complete that TODO")
-            if STUB in replacement.source:
-                raise AssertionError(f"the completion leaves the TODO of cell {cell.get('id')!r} undone")
-            nb.cells[index] = copy.deepcopy(replacement)
-    return nb
-
-
-def completion_fixtures() -> dict[str, Path]:
-    return {path.stem: path for path in sorted(COMPLETIONS.glob("*.ipynb"))}
 
 
 def minimal_training_arguments(nb):

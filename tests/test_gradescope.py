@@ -11,6 +11,7 @@ model's weights). Each results.json must follow Gradescope's documented format, 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -177,11 +178,12 @@ def test_the_checks_threads_follow_the_containers_cpu_quota(tmp_path, cpu_max, e
 
 
 # --- the zip, set up and run as Gradescope does ----------------------------------------------------------
-def build(tmp_path: Path, tiny_data_dir: Path, figures: str) -> Path:
+def build(tmp_path: Path, tiny_data_dir: Path, figures: str, base_model: Path) -> Path:
     target = tmp_path / f"autograder-{figures}.zip"
     done = subprocess.run([sys.executable, "-m", "grader.cli", "gradescope", "build", "-o", str(target),
                            "--hidden-set", str(tiny_data_dir / "test.csv"), "--hidden-size", str(HIDDEN_SIZE),
-                           "--hidden-seed", str(SEED), "--hidden-figures", figures, "--time-limit", "300"],
+                           "--hidden-seed", str(SEED), "--hidden-figures", figures, "--time-limit", "300",
+                           "--base-model", str(base_model)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "keep it private" in done.stdout
@@ -199,21 +201,24 @@ def unpack(bundle: Path, root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def autograder(tmp_path_factory, tiny_data_dir):
+def autograder(tmp_path_factory, tiny_data_dir, saved_model_folder):
     """An /autograder built from the zip: setup.sh run once, into a virtualenv of its own."""
     work = tmp_path_factory.mktemp("gradescope")
     root = work / "autograder"
     root.mkdir()
     # the command writes the zip the run uses; the pass-fail one differs only in its config (and costs a start less)
-    bundles = {"visible": build(work, tiny_data_dir, "visible"),
+    # the course's base model is the tiny BERT the students fine-tune: carried in the zip
+    bundles = {"visible": build(work, tiny_data_dir, "visible", saved_model_folder),
                "pass-fail": gradescope.build_bundle(work / "autograder-pass-fail.zip", tiny_data_dir / "test.csv",
                                                     BundleConfig(hidden_figures="pass-fail", hidden_size=HIDDEN_SIZE,
-                                                                 hidden_seed=SEED, verify_time_limit_s=300))}
+                                                                 hidden_seed=SEED, verify_time_limit_s=300),
+                                                    base_model_folder=saved_model_folder)}
     unpack(bundles["visible"], root)
     with zipfile.ZipFile(bundles["visible"]) as archive:
         names = set(archive.namelist())
     assert {"setup.sh", "run_autograder", "requirements.txt", "rubric.toml", "hidden-set.json", "config.json",
-            "kit/grader/gradescope.py", "kit/answer_key/MLB_Project_FineTuning_AnswerKey.ipynb"} <= names
+            "kit/grader/gradescope.py", "kit/answer_key/MLB_Project_FineTuning_AnswerKey.ipynb",
+            "base-model/config.json", "base-model/model.safetensors"} <= names
     environment = {**os.environ, "AUTOGRADER_ROOT": str(root)}
     environment.pop("VIRTUAL_ENV", None)
     started = time.monotonic()
@@ -266,7 +271,7 @@ def run_autograder(autograder: dict, upload: Path | None) -> tuple[dict, str]:
 
 
 @pytest.fixture(scope="module")
-def verify_mode(uploads, tmp_path_factory, tiny_data_dir):
+def verify_mode(uploads, tmp_path_factory, tiny_data_dir, saved_model_folder):
     """`grade --verify` on the same uploads, hidden set, size and seed: the scores Gradescope must match."""
     folder = tmp_path_factory.mktemp("verify") / "submissions"
     for name, upload in uploads.items():
@@ -274,7 +279,8 @@ def verify_mode(uploads, tmp_path_factory, tiny_data_dir):
     out = folder.parent / "out"
     done = subprocess.run([sys.executable, "-m", "grader.cli", str(folder), "--verify", "-o", str(out), "-q",
                            "--hidden-set", str(tiny_data_dir / "test.csv"), "--hidden-size", str(HIDDEN_SIZE),
-                           "--hidden-seed", str(SEED), "-j", "2"], capture_output=True, text=True, timeout=900)
+                           "--hidden-seed", str(SEED), "-j", "2", "--base-model", str(saved_model_folder)],
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return {name: json.loads((out / "results" / f"{name}.json").read_text()) for name in uploads}
 
@@ -338,3 +344,28 @@ def test_an_upload_without_a_notebook_and_a_broken_autograder_still_write_result
 def test_bundle_config_round_trips():
     config = BundleConfig(hidden_figures="visible", hidden_size=3, hidden_seed=9)
     assert gradescope.BundleConfig(**json.loads(json.dumps(config.__dict__))) == config
+
+
+def test_setup_fetches_the_course_base_model_into_the_image_once(tmp_path, monkeypatch, saved_model_folder):
+    """setup.sh's fetch-base-model step copies the base model's files (not links into a cache) into
+    source/base-model, and from then on the model check is given that folder; 'none' turns the check off."""
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copyfile(gradescope.DEFAULT_RUBRIC, source / gradescope.RUBRIC_FILE)
+    monkeypatch.setenv(gradescope.ROOT_VARIABLE, str(tmp_path))
+
+    def configure(base_model: str) -> BundleConfig:
+        config = BundleConfig(hidden_seed=SEED, base_model=base_model)
+        (source / gradescope.CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config)), encoding="utf-8")
+        return config
+
+    rubric_base = load_rubric(gradescope.DEFAULT_RUBRIC).base_model
+    assert gradescope.base_model_name(configure(""), source) == rubric_base
+    assert gradescope.base_model_name(configure("none"), source) == "none"
+
+    config = configure(str(saved_model_folder))   # a folder stands in for the Hub id setup.sh would download
+    assert gradescope.fetch_base_model() == 0
+    fetched = source / gradescope.BASE_MODEL_DIR
+    assert (fetched / "config.json").is_file() and not (fetched / "config.json").is_symlink()
+    assert (fetched / "model.safetensors").read_bytes() == (saved_model_folder / "model.safetensors").read_bytes()
+    assert gradescope.base_model_name(config, source) == str(fetched)

@@ -36,7 +36,9 @@ def trained_copy(model_dir: Path, data_dir: Path, target: Path, epochs: int = 4)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     torch.manual_seed(0)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # 3e-4: it learns the tiny reviews and stays a fine-tune of its base (cosine similarity ~0.78 to it;
+    # 3e-3 moves the tiny random weights to ~0.49, which verify mode takes for a model of another origin)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-4)
     model.train()
     for _ in range(epochs):
         for start in range(0, len(texts), 16):
@@ -89,11 +91,14 @@ def executed_answer_key(model_dir: Path, test_csv: Path, reported: dict | None =
                "model": {"zip": "sentiment-model.zip", "precision": "fp32", "weights_sha256": weights}}
     count = 0
     for cell in nb.cells:
-        if cell.cell_type == "code":
+        if cell.cell_type == "code":   # each printing a line, as a run does (a self-check its "OK" line)
             count += 1
             cell.execution_count = count
+            locked = cell.get("metadata", {}).get("nbgrader", {}).get("locked")
+            line = "OK: (tests/verify_submissions.py)\n" if locked else "(run)\n"
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=line)]
             if cell.get("id") == "submit":
-                cell.outputs = [nbformat.v4.new_output("display_data", data={"application/json": payload})]
+                cell.outputs.append(nbformat.v4.new_output("display_data", data={"application/json": payload}))
     return nb
 
 
