@@ -241,7 +241,11 @@ def run_notebook(package_set: PackageSet, nb, workdir: Path, cell_timeout_s: int
     cpu = {}
     client.on_notebook_complete = lambda **_: cpu.update(kernel_s=process_tree_cpu_s(kernel.provisioner.pid))
     started = time.monotonic()
-    client.execute(env=kernel_environment(package_set, workdir))
+    try:
+        client.execute(env=kernel_environment(package_set, workdir))
+    finally:   # nbclient stops only the kernels it started itself: given ``km``, the kernel would outlive the run
+        if kernel.has_kernel:
+            kernel.shutdown_kernel(now=True)
     record_timing({"set": package_set.name, "what": f"notebook in {workdir.name}",
                    "wall_s": round(time.monotonic() - started, 1), "kernel_cpu_s": cpu.get("kernel_s")})
     return nb

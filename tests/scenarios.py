@@ -321,7 +321,9 @@ ATTACK_EXPECTED = {
     "memory-hog": _expect(fails=FLAT, reason="of memory"),
     "disk-filler": _expect(fails=FLAT, reason="to disk"),
     "one-huge-file": _expect(fails=FLAT, reason="File too large"),
-    "prints-gigabytes": _expect(fails=FLAT, reason="of output"),
+    # Stopped by the output limit, or, when the grader reads the kernel's output more slowly than it is printed
+    # (a loaded machine: CI's run measured it), by the memory limit first, the unread output queued in the kernel.
+    "prints-gigabytes": _expect(fails=FLAT, reason=r"printed more than .* of output|used more than .* of memory"),
     "sleeps-ignoring-interrupts": _expect(fails=FLAT, reason="time limit"),
     "exits-its-process": _expect(fails=FLAT, reason="kernel died"),
     "kills-its-kernel": _expect(fails=FLAT, reason="kernel died"),
