@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
@@ -31,8 +30,7 @@ from tqdm.auto import tqdm
 from .cancel import Cancellation
 from .contract import read_contract
 from .course import ANSWER_KEY
-from .errors import ConfigError
-from .files import write_atomic
+from .files import kept_seed, write_atomic
 from .fingerprint import file_digest, fingerprint, run_settings
 from .integrity import ClassReview, review_class, write_review
 from .pipeline import GradingOptions, grade_submission
@@ -55,15 +53,7 @@ CONFIDENT = 0.75                 # a prediction this sure that changes label in 
 
 def audit_seed(out: OutputFolder, chosen: int | None) -> int:
     """The audit's seed: ``chosen``, else the one this output folder drew on its first audit (kept private)."""
-    path = out.private / AUDIT_SEED_FILE
-    if chosen is None and path.is_file():
-        try:
-            return int(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise ConfigError(f"{path} does not hold a seed; delete it to draw a new one") from None
-    seed = secrets.randbits(32) if chosen is None else chosen
-    write_atomic(path, str(seed))
-    return seed
+    return kept_seed(out.private / AUDIT_SEED_FILE, chosen)
 
 
 def auditable(result: GradeResult) -> bool:

@@ -19,7 +19,6 @@ gradebook is rewritten from the results on disk, where it can be, and ``OutputUn
 """
 from __future__ import annotations
 
-import secrets
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +30,13 @@ from .course import ANSWER_KEY
 from .cancel import Cancellation, GradingInterrupted, cancel_on_signals
 from .audit import run_audit, write_class_review
 from .class_report import write_class_report_after_grading
-from .errors import ConfigError, NoSubmissions, OutputUnwritable, UsageError
+from .errors import NoSubmissions, OutputUnwritable, UsageError
 from .fingerprint import file_digest, fingerprint, run_settings
 from .hidden import load_hidden_set, write_hidden_set
 from .integrity import ClassReview
 from .pipeline import INTERRUPTED_REASON, GradingOptions, course_base_model, grade_submission
 from .rederive import check_course_data
-from .files import write_atomic
+from .files import kept_seed
 from .report import OutputFolder
 from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
 from .run_folder import grade_into_folder, job_environment, job_tokens, output_folder_lock
@@ -104,15 +103,7 @@ def hidden_seed(out: OutputFolder, chosen: int | None) -> int:
     A seed in public code would let students draw the very sample they are measured on. It is kept
     in the folder's private part, so that later runs into the folder measure on the same sample.
     """
-    path = out.private / HIDDEN_SEED_FILE
-    if chosen is None and path.is_file():
-        try:
-            return int(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise ConfigError(f"{path} does not hold a seed; delete it to draw a new one") from None
-    seed = secrets.randbits(32) if chosen is None else chosen
-    write_atomic(path, str(seed))
-    return seed
+    return kept_seed(out.private / HIDDEN_SEED_FILE, chosen)
 
 
 def draw_hidden_set(out: OutputFolder, options: GradingOptions) -> Path:

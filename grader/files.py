@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
-from .errors import OutputUnwritable
+from .errors import ConfigError, OutputUnwritable
 
 
 def write_atomic(path: Path, text: str) -> Path:
@@ -43,3 +44,15 @@ def output_fault(path: Path, error: OSError) -> OutputUnwritable:
         advice = "the disk or the network file system failed: check it, then rerun"
     what = f"[Errno {error.errno}] {error.strerror}" if error.strerror else str(error)
     return OutputUnwritable(f"cannot write {path}: {what}; {advice}")
+
+
+def kept_seed(path: Path, chosen: int | None) -> int:
+    """``chosen``, else the seed kept in ``path`` (drawn at random and written there the first time)."""
+    if chosen is None and path.is_file():
+        try:
+            return int(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise ConfigError(f"{path} does not hold a seed; delete it to draw a new one") from None
+    seed = secrets.randbits(32) if chosen is None else chosen
+    write_atomic(path, str(seed))
+    return seed
