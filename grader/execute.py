@@ -297,6 +297,10 @@ async def release_kernel(client: NotebookClient, km: GraderKernelManager) -> Non
         channel = getattr(kc, f"_{name}_channel", None)   # the property would create a channel that never was
         if channel is not None:
             _quietly(channel.stop if channel.is_alive() else channel.close)
+    # The client has a ZeroMQ context of its own (not the manager's): left to the garbage collector, its
+    # sockets and two threads outlived the student until a full collection, ever rarer as a class goes on.
+    if kc is not None and getattr(kc, "_created_context", False) and not kc.context.closed:
+        _quietly(lambda: kc.context.destroy(linger=0))
     process = kernel_process(km)
     if process is not None:
         _quietly(process.kill)   # the watchdog's kill, again, in case it could not see the process

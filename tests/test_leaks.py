@@ -81,3 +81,17 @@ def test_a_kernel_whose_start_fails_leaves_nothing_behind(tmp_path, monkeypatch,
     after = usage()
     assert after["children"] == before["children"] and after["zombies"] == 0, (before, after)
     assert after["threads"] <= before["threads"] and after["open fds"] <= before["open fds"] + 2, (before, after)
+
+
+def test_no_zeromq_context_is_left_to_the_garbage_collector(tmp_path, sandbox_flags):
+    """The kernel client's own ZeroMQ context is destroyed with the kernel: left to the garbage collector, a
+    class of 60 held 127 fds and 44 threads in its second half against 86 and 27 in its first."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    gc.collect()
+    gc.disable()   # what a full collection would free must already be free
+    try:
+        execute_notebook(nb, tmp_path, time_limit_s=60, sandbox=SandboxPlan(tuple(sandbox_flags)))
+        left = [context for context in gc.get_objects() if isinstance(context, zmq.Context) and not context.closed]
+    finally:
+        gc.enable()
+    assert left == []
