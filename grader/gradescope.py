@@ -552,11 +552,11 @@ def main(argv: list[str]) -> int:
     if args.hidden_size < 1 or args.time_limit <= 0:
         raise UsageError("the hidden-set size and the time limit must be positive")
     seed = secrets.randbits(32) if args.hidden_seed is None else args.hidden_seed
-    folder = Path(args.base_model).expanduser() if args.base_model and Path(args.base_model).expanduser().is_dir() \
-        else None
+    given = Path(args.base_model).expanduser()
+    folder = given if args.base_model and given.is_dir() else None   # else a Hub id, or none
     config = BundleConfig(hidden_figures=args.hidden_figures, hidden_size=args.hidden_size, hidden_seed=seed,
                           verify_time_limit_s=args.time_limit, memory_bytes=args.memory_limit,
-                          base_model="" if folder else args.base_model)
+                          base_model=args.base_model)   # build_bundle marks a folder's files as bundled
     if any(char in args.torch_index_url for char in "\"'`$\\ \n"):
         raise UsageError("--torch-index-url must be a plain URL")
     path = build_bundle(args.output, args.hidden_set, config, args.rubric, torch_index_url=args.torch_index_url,
