@@ -1,6 +1,6 @@
 """Benchmark: how far fine-tuning moves a model from its base, against models that are not fine-tunes of it.
 
-Verify mode's base-model check (grader.verify.base_model_check) compares a submitted model with the course's
+Verify mode's base-model check (grader.model_check.base_model.base_model_check) compares a submitted model with the course's
 base model: the architecture (config.json), the vocabulary, then the cosine similarity of the flattened word
 embeddings and of every other weight matrix both hold (the median and the lowest are reported). This script
 prints, for each model below, what that very function measures, and how long it took:
@@ -125,7 +125,7 @@ def graft(base: Path) -> Path:
 def measure(label: str, model: Path, base: Path, base_name: str) -> dict:
     from transformers import AutoTokenizer
 
-    from grader.verify import base_model_check
+    from grader.model_check.base_model import base_model_check
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     started = time.perf_counter()

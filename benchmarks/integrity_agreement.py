@@ -6,7 +6,7 @@ The figures behind grader/integrity.py's thresholds (docs/integrity.md shows the
 ``shuffle(seed=SEED)``), 70 % of them trained on, --epochs at --max-length tokens, AdamW at --learning-rate
 (the course's 2e-5 by default; a smaller subset needs more to reach the course's accuracy), weight decay 0.01,
 warm-up over the first 10 % of steps, batch 16. Each model is then measured as the grader measures it
-(grader.verify.predict_probabilities at 256 tokens, labels only) on --hidden-size reviews of the offline test
+(grader.model_check.inference.predict_probabilities at 256 tokens, labels only) on --hidden-size reviews of the offline test
 split, drawn with --hidden-seed.
 
 The models:
@@ -126,8 +126,8 @@ def with_noise(model, relative: float, seed: int):
 
 
 def hidden_labels(model, tokenizer, texts) -> list[int]:
-    """The hidden-set labels as the grader measures them (grader.verify, bf16 where it cannot move a label)."""
-    from grader.verify import output_to_class, predict_probabilities
+    """The hidden-set labels as the grader measures them (grader.model_check, bf16 where it cannot move a label)."""
+    from grader.model_check.inference import output_to_class, predict_probabilities
 
     to_class = output_to_class(model)
     probabilities = predict_probabilities(model, tokenizer, texts, GRADER_MAX_LENGTH, labels_only=True)

@@ -74,7 +74,8 @@ def recorded_test_split(model, tokenizer, data_dir: Path, to_class) -> tuple[dic
     import numpy as np
 
     from grader.rederive import course_test_split, split_digest
-    from grader.verify import binary_metrics, predict_probabilities
+    from grader.model_check.inference import predict_probabilities
+    from grader.model_check.statistics import binary_metrics
 
     texts, labels = course_test_split(str(data_dir), 5000, 42)
     predicted = np.array(to_class)[predict_probabilities(model, tokenizer, texts, 256).argmax(axis=-1)]
@@ -101,7 +102,7 @@ def submission(model_dir: Path, folder: Path, data_dir: Path | None = None) -> N
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from grader.build import ANSWER_KEY
-    from grader.verify import output_to_class, predict_probabilities
+    from grader.model_check.inference import output_to_class, predict_probabilities
 
     nb = nbformat.read(ANSWER_KEY, as_version=4)
     texts = course_reviews(nb)

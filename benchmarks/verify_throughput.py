@@ -104,7 +104,7 @@ def plain(model, tokenizer, texts, max_length, batch_size=32):
 
 
 def grader_before(model, tokenizer, texts, max_length, batch_size=32):
-    """grader.verify.predict_probabilities as it was before issue 9."""
+    """grader.model_check.inference.predict_probabilities as it was before issue 9."""
     import numpy as np
     import torch
 
@@ -156,7 +156,7 @@ def measure(model, tokenizer, texts, labels, args, default_threads) -> dict:
     import numpy as np
     import torch
 
-    from grader.verify import batch_logits, bf16_is_native, predict_probabilities, token_batches
+    from grader.model_check.inference import batch_logits, bf16_is_native, predict_probabilities, token_batches
 
     stats: dict = {}
 
@@ -262,7 +262,8 @@ def main() -> None:
     from transformers.utils import logging
 
     from grader.hidden import load_hidden_set, write_hidden_set
-    from grader.verify import BATCH_TOKENS, bf16_is_native, verify
+    from grader.model_check.inference import BATCH_TOKENS, bf16_is_native
+    from grader.model_check.worker import check_model
 
     logging.set_verbosity_error()
     default_threads = torch.get_num_threads()
@@ -288,7 +289,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             hidden = write_hidden_set(rows, Path(tmp) / "hidden.json")
             started = time.perf_counter()
-            result = verify({"save_dir": str(folder), "allowed_root": str(folder.parent), "hidden_set": str(hidden),
+            result = check_model({"save_dir": str(folder), "allowed_root": str(folder.parent), "hidden_set": str(hidden),
                              "max_length": args.max_length, "predictions": [], "torch_threads": args.threads})
             entry["verify_end_to_end"] = {"reviews_per_s_inference": round(result.reviews_per_s, 1),
                                           "seconds_including_load": round(time.perf_counter() - started, 2),

@@ -1,7 +1,7 @@
 """Autograder for the fine-tuning course kit. Start with ``grade_submissions``.
 
 The names below are imported on first use (PEP 562), not when the package is: the programs that run
-inside the sandbox (``python -m grader.confine``, ``python -m grader.verify``) import this package
+inside the sandbox (``python -m grader.confine``, ``python -m grader.model_check``) import this package
 first, and must not pay for nbformat, nbconvert and nbgrader, which the batch pulls in.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import importlib
 
 _EXPORTS = {
     "BatchResult": "batch", "grade_submissions": "batch", "GradingInterrupted": "cancel",
-    "GraderError": "errors", "GradingOptions": "pipeline", "GradeResult": "results",
+    "GraderError": "errors", "GradingOptions": "options", "GradeResult": "results",
     "Rubric": "rubric", "load_rubric": "rubric",
 }
 __all__ = sorted(_EXPORTS)

@@ -31,15 +31,16 @@ from .cancel import Cancellation
 from .contract import read_contract
 from .course import ANSWER_KEY
 from .files import kept_seed, write_atomic
-from .fingerprint import file_digest, fingerprint, run_settings
+from .fingerprint import file_digest, fingerprint
 from .integrity import ClassReview, review_class, write_review
-from .pipeline import GradingOptions, grade_submission
+from .options import GradingOptions, graded_settings
+from .pipeline import grade_submission
 from .report import OutputFolder
-from .results import GRADED, GRADER_ERROR, RETRIED, VERIFY_MODE, GradeResult
+from .results import GRADED, GRADER_ERROR, RETRIED, VERIFY_MODE, GradeResult, Mode
 from .run_folder import job_environment, job_tokens
 from .sandbox import plan_sandbox
 from .submissions import Submission
-from . import submitted as submitted_model
+from . import verify_mode
 
 AUDIT_STATE = "audit.json"
 AUDIT_SEED_FILE = "audit-seed"
@@ -108,11 +109,11 @@ def run_audit(folder: Path, submissions: list[Submission], results: list[GradeRe
     sample = draw_sample(results, options.audit, seed)
     by_id = {s.student_id: s for s in submissions}
     current = {r.student_id: r for r in results}
-    rerun_options = replace(options, verify_submitted=False, execute=True)
+    rerun_options = replace(options, mode=Mode.EXECUTE)
     folder_ = AuditFolder(out)
     sandbox = plan_sandbox(options.sandbox, parameters=options.parameters,
                            hidden=[out.root, folder, ANSWER_KEY.parent, options.hidden_set])
-    settings = run_settings(rerun_options, file_digest(hidden_file), sandbox.flags is not None)
+    settings = graded_settings(rerun_options, file_digest(hidden_file), sandbox.flags is not None)
     earlier = load_state(out).get("results", {})
     state = {"seed": seed, "requested": options.audit, "sample": sample, "results": {}}
     pending = []
@@ -216,7 +217,7 @@ def metric_differences(submitted: GradeResult, rerun: GradeResult, evidence: dic
 def prediction_differences(submission: Submission, executed_path: Path, evidence: dict) -> list[str]:
     """The notebook's own predictions: labels the re-run changed where the submission was confident."""
     try:
-        handed_in = submitted_model.saved_contract(nbformat.read(submission.notebook, as_version=4)).predictions
+        handed_in = verify_mode.saved_contract(nbformat.read(submission.notebook, as_version=4)).predictions
         again = {p.text: p for p in read_contract(nbformat.read(executed_path, as_version=4)).predictions}
     except (OSError, ValueError):
         return []

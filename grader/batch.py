@@ -31,18 +31,18 @@ from .cancel import Cancellation, GradingInterrupted, cancel_on_signals
 from .audit import run_audit, write_class_review
 from .class_report import write_class_report_after_grading
 from .errors import NoSubmissions, OutputUnwritable, UsageError
-from .fingerprint import file_digest, fingerprint, run_settings
+from .fingerprint import file_digest, fingerprint
 from .hidden import load_hidden_set, write_hidden_set
 from .integrity import ClassReview
-from .pipeline import INTERRUPTED_REASON, GradingOptions, course_base_model, grade_submission
-from .rederive import check_course_data
+from .options import GradingOptions, graded_settings, measures_models, validate
+from .pipeline import INTERRUPTED_REASON, course_base_model, grade_submission
 from .files import kept_seed
 from .report import OutputFolder
-from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult
+from .results import GRADER_ERROR, INTERRUPTED, RETRIED, GradeResult, Mode
 from .run_folder import grade_into_folder, job_environment, job_tokens, output_folder_lock
 from .sandbox import SandboxPlan, bubblewrap_flags, plan_sandbox
 from .submissions import Submission, discover
-from .submitted import resolve_base_model
+from .verify_mode import resolve_base_model
 
 if TYPE_CHECKING:
     from .rubric import Rubric
@@ -68,33 +68,6 @@ class BatchResult:
     @property
     def passed(self) -> int:
         return sum(result.passed for result in self.results)
-
-
-def validate_options(options: GradingOptions) -> None:
-    if options.jobs < 1:
-        raise UsageError("--jobs must be at least 1")
-    if options.time_limit_s <= 0 or options.hidden_size < 1:
-        raise UsageError("the time limit and the hidden-set size must be positive")
-    if options.verify_submitted and not options.execute:
-        raise UsageError("--verify checks the submitted model; --no-execute reads saved outputs only: choose one")
-    if options.hidden_set is not None and not Path(options.hidden_set).is_file():
-        raise UsageError(f"the hidden evaluation set {options.hidden_set} does not exist")
-    if not (0 < options.integrity.near_identical_agreement <= 1 and 0 <= options.integrity.plausible_accuracy <= 1):
-        raise UsageError("--near-identical must lie in (0, 1] and --plausible-accuracy in [0, 1]")
-    if options.audit < 0:
-        raise UsageError("--audit must be a number of students, 0 or more")
-    if options.audit and not options.verify_submitted:
-        raise UsageError("--audit re-runs students of a verify-mode batch to check what they submitted: add --verify")
-    local = all(options.parameters.get(name) for name in ("MODEL_NAME", "LOCAL_DATA_DIR"))
-    if options.audit and options.sandbox != "off" and not local:
-        # Otherwise every re-run would fail on the download, and every audited student would be flagged.
-        raise UsageError("--audit re-runs notebooks in the sandbox, which has no network: give local copies with "
-                         "-p MODEL_NAME=... -p LOCAL_DATA_DIR=... (or --sandbox off)")
-    if options.max_model_bytes < 1:
-        raise UsageError("--max-model-size must be positive")
-    if (options.rederive or options.course_data) and not options.verify_submitted:
-        raise UsageError("--rederive and --course-data re-measure submitted models: they go with --verify")
-    check_course_data(options.course_data)
 
 
 def hidden_seed(out: OutputFolder, chosen: int | None) -> int:
@@ -180,7 +153,7 @@ def grade_submissions(folder: str | Path, options: GradingOptions | None = None,
     """Grade every submission in ``folder``: here, ``options.jobs`` at a time, or with ``slurm`` as a
     Slurm job array, one task per pending student (``grader.slurm``); the same files come out of both."""
     options = options or GradingOptions()
-    validate_options(options)
+    validate(options)
     if slurm is not None and options.audit:
         raise UsageError("--audit re-runs notebooks on this machine: run it after the Slurm batch, without --slurm "
                          "(the verify-mode results are resumed, only the audit runs)")
@@ -232,11 +205,6 @@ def grade_pending(batch: BatchResult, folder: Path, submissions: list[Submission
     write_class_report_after_grading(out.root, options.rubric)
 
 
-def measures_models(options: GradingOptions) -> bool:
-    """Whether the run measures models on the hidden set (execute and verify mode; not --no-execute)."""
-    return options.execute or options.verify_submitted
-
-
 def fingerprint_class(submissions: list[Submission], fingerprints: dict[str, str], out: OutputFolder,
                       options: GradingOptions) -> tuple[Path | None, str]:
     """Draw the hidden sample and fingerprint every student's work into ``fingerprints``; returns the hidden
@@ -245,15 +213,15 @@ def fingerprint_class(submissions: list[Submission], fingerprints: dict[str, str
     measures = measures_models(options)
     hidden_file = draw_hidden_set(out, options) if measures else None
     sandboxed = measures and options.sandbox != "off" and bubblewrap_flags()[0] is not None
-    settings = run_settings(options, file_digest(hidden_file) if hidden_file else "", sandboxed)
-    fingerprints.update({s.student_id: fingerprint(s.notebook, settings, s.model if options.verify_submitted else None)
+    settings = graded_settings(options, file_digest(hidden_file) if hidden_file else "", sandboxed)
+    fingerprints.update({s.student_id: fingerprint(s.notebook, settings, s.model if options.mode is Mode.VERIFY else None)
                          for s in submissions})
     return hidden_file, settings
 
 
 def prepare_to_grade(batch: BatchResult, folder: Path, out: OutputFolder, options: GradingOptions) -> None:
     """What must hold once before anyone is graded: the course's base model (verify mode), the sandbox."""
-    if options.verify_submitted:   # a base model that cannot be had stops the run, once
+    if options.mode is Mode.VERIFY:   # a base model that cannot be had stops the run, once
         resolve_base_model(course_base_model(options))
     if measures_models(options):
         # Invisible to every kernel: other students' work and results, their notebooks, the answer

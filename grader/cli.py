@@ -28,7 +28,7 @@ from .cancel import GradingInterrupted, exit_code, raise_terminated
 from .errors import GraderError, UsageError
 from .integrity import INTEGRITY_HTML, IntegritySettings
 from .parameters import parse_override
-from .pipeline import GradingOptions
+from .options import GradingOptions, mode_from_flags
 from .report import canvas_id_note
 from .rubric import load_rubric
 from .sandbox import (SANDBOX_MODES, Limits, SandboxUnavailableWarning, SandboxWithoutNetworkWarning, size,
@@ -148,7 +148,7 @@ def options_from_args(args: argparse.Namespace) -> GradingOptions:
     return GradingOptions(output_dir=args.output, hidden_set=args.hidden_set, hidden_size=args.hidden_size,
                           hidden_seed=args.hidden_seed,
                           time_limit_s=args.timeout, jobs=args.jobs, parameters=parameters,
-                          execute=not args.no_execute, verify_submitted=args.verify, force=args.force, keep_work=args.keep_work,
+                          mode=mode_from_flags(args.verify, args.no_execute), force=args.force, keep_work=args.keep_work,
                           rubric=slurm_cli.canvas_rubric(args, load_rubric(args.rubric)), sandbox=args.sandbox,
                           max_output_bytes=args.max_output,
                           audit=args.audit, audit_seed=args.audit_seed,

@@ -7,8 +7,6 @@ them and the earlier grade is stale: that student is graded again.
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
@@ -29,24 +27,6 @@ def file_digest(path: Path) -> str:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:
         return ""
-
-
-def run_settings(options, hidden_set_digest: str, sandboxed: bool) -> str:
-    """Everything in a batch's options that can change a grade, as canonical JSON. ``sandboxed``: whether
-    notebooks run confined, so that a grade made without the sandbox does not outlive its installation."""
-    return json.dumps({
-        "sandboxed": sandboxed,
-        "rubric": asdict(options.rubric), "hidden_set": hidden_set_digest, "parameters": options.parameters,
-        "execute": options.execute, "verify_submitted": options.verify_submitted,
-        "time_limit_s": float(options.time_limit_s),   # --timeout 150 is the API's 150
-        "verify_time_limit_s": float(options.verify_time_limit_s), "max_output_bytes": options.max_output_bytes,
-        "limits": asdict(options.limits), "max_length": options.max_length, "kernel_name": options.kernel_name,
-        "max_model_bytes": options.max_model_bytes, "base_model": options.base_model, "rederive": options.rederive,
-        "course_data": options.course_data,
-        # the locked cells a notebook must hold come from the rubric's answer key
-        "answer_key": file_digest(options.rubric.answer_key_path),
-        "grader": grader_version(),
-    }, sort_keys=True, default=str)
 
 
 def model_digest(model: Path | None) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .course import ANSWER_KEYS, ROOT
 from .errors import UsageError
-from .results import GRADED, GRADER_ERROR, NOT_GRADABLE, GradeResult
+from .results import GRADED, GRADER_ERROR, NOT_GRADABLE, GradeResult, Mode
 from .rubric import CHECKS, DEFAULT_RUBRIC, Rubric, load_rubric
 from .sandbox import GB, Limits
 
@@ -222,7 +222,7 @@ def base_model_files(folder: Path | None) -> list[Path]:
         return []
     from fnmatch import fnmatch
 
-    from .submitted import BASE_MODEL_FILES
+    from .verify_mode import BASE_MODEL_FILES
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
@@ -248,7 +248,7 @@ def fetch_base_model() -> int:
     if name == "none" or Path(name) == source / BASE_MODEL_DIR:
         print(f"setup.sh: base model: {name}")
         return 0
-    from .submitted import resolve_base_model
+    from .verify_mode import resolve_base_model
 
     fetched = resolve_base_model(name)
     target = source / BASE_MODEL_DIR
@@ -381,7 +381,8 @@ def grade_upload(root: Path, config: BundleConfig) -> tuple[GradeResult, list[st
     import warnings
 
     from .run_folder import job_environment
-    from .pipeline import GradingOptions, grade_submission
+    from .options import GradingOptions
+    from .pipeline import grade_submission
     from .sandbox import SandboxUnavailableWarning, SandboxWithoutNetworkWarning, plan_sandbox
 
     source, work = root / "source", root / "grading"
@@ -396,7 +397,7 @@ def grade_upload(root: Path, config: BundleConfig) -> tuple[GradeResult, list[st
     limits = check_limits(config, container_memory())
     notes = [note] if (note := memory_note(limits)) else []
     print(f"the model check may use {limits.memory_bytes / 2**20:.0f} MB and {container_cpus()} CPU(s)", *notes)
-    options = GradingOptions(output_dir=work, verify_submitted=True, rubric=load_rubric(source / RUBRIC_FILE),
+    options = GradingOptions(output_dir=work, mode=Mode.VERIFY, rubric=load_rubric(source / RUBRIC_FILE),
                              max_length=config.max_length, verify_time_limit_s=config.verify_time_limit_s,
                              limits=limits, sandbox=config.sandbox, base_model=base_model_name(config, source))
     options.jobs = max(1, (os.cpu_count() or 1) // container_cpus())   # the checks' threads: this container's CPUs

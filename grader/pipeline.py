@@ -9,7 +9,7 @@
 7. score               the rubric
 
 ``grade --verify`` runs another pipeline over the same steps 1, 6 and 7: the notebook is not run;
-its saved outputs and the model submitted with it are checked (``grader.submitted``).
+its saved outputs and the model submitted with it are checked (``grader.verify_mode``).
 
 A student's problem at any step becomes their result with a reason; it never raises.
 """
@@ -22,7 +22,7 @@ import shutil
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -34,60 +34,23 @@ from .course import ANSWER_KEYS
 from .errors import GraderError, NotebookInvalid, SubmissionUnreadable, WrongNotebook
 from .execute import Execution, assigned_gpus, execute_notebook
 from .fingerprint import file_digest
-from .integrity import IntegritySettings, provenance
+from .integrity import provenance
 from .parameters import inject_parameters
-from .results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, GradeResult
-from .rubric import Rubric, executed_to_end, load_rubric, score
+from .model_check.refusals import TOKENIZER_FILES
+from .model_check.worker import check_model_in_subprocess
+from .options import GradingOptions
+from .results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, GradeResult, Mode, Verification
+from .rubric import Rubric, executed_to_end, score
 from .run_folder import threads_per_job
 from .identity import notebook_problem, other_kit_notebook
-from .sandbox import (COURSE_TOKENIZER_INSIDE, GB, HIDDEN_SET_INSIDE, MB, TEST_SPLIT_INSIDE, Limits, SandboxPlan,
-                      verifier_prefix)
+from .sandbox import COURSE_TOKENIZER_INSIDE, HIDDEN_SET_INSIDE, TEST_SPLIT_INSIDE, SandboxPlan, verifier_prefix
 from .submissions import Submission
 from .rederive import TestSplits, compare_metrics
-from .verify import TOKENIZER_FILES, Verification, verify_in_subprocess
-from . import submitted
+from . import verify_mode
 
 MAX_NOTEBOOK_BYTES = 50_000_000
 MAX_CELLS = 2_000           # the course's notebook has 59: this bounds the grader's own time on one notebook
 INTERRUPTED_REASON = "the grading run was interrupted before this notebook was graded; a rerun grades it"
-
-
-@dataclass
-class GradingOptions:
-    """Everything a grading run can be told. The CLI's defaults come from here."""
-
-    output_dir: Path = Path("grade-results")
-    hidden_set: Path | None = None        # a CSV (label,title,content); None: the Hub's test split
-    hidden_size: int = 500
-    hidden_seed: int | None = None        # None: drawn once per output folder, kept private (grader.batch)
-    time_limit_s: float = 3600.0          # per notebook, wall clock
-    verify_time_limit_s: float = 900.0
-    max_output_bytes: int = 20 * MB
-    limits: Limits = field(default_factory=Limits)   # memory, processes, file size, disk
-    # verify mode: a submitted model's files, in all (DistilBERT's are 268 MB); apart from the notebook's disk
-    max_model_bytes: int = 1 * GB
-    base_model: str | None = None         # verify mode: the course's base model; None: MODEL_NAME, else the rubric's
-    rederive: bool = False                # verify mode: re-measure each model on the student's re-derived test split
-    course_data: str | None = None        # ... from this folder's train.csv (else LOCAL_DATA_DIR, else the Hub)
-    sandbox: str = "auto"                 # "auto": bubblewrap, or a loud warning without it; "require"; "off"
-    max_length: int = 256                 # tokens per review when the grader measures a model
-    jobs: int = 1
-    parameters: dict = field(default_factory=dict)
-    execute: bool = True                  # False: judge from the outputs saved in the notebook
-    verify_submitted: bool = False        # True: check the saved outputs and the submitted model, run nothing
-    force: bool = False                   # regrade students who already have a result
-    keep_work: bool = False               # keep each student's working folder (models, checkpoints)
-    rubric: Rubric = field(default_factory=load_rubric)
-    kernel_name: str = "python3"
-    # The class's review after the batch (grader.integrity) and the spot audits of verify mode
-    # (grader.audit): neither changes a grade, so neither is in a result's fingerprint.
-    integrity: IntegritySettings = field(default_factory=IntegritySettings)
-    audit: int = 0                        # verify mode: re-run this many students here, in execute mode
-    audit_seed: int | None = None         # None: drawn once per output folder, kept private (grader.audit)
-    # The tokenizer the template's tokenize cell loads (a folder or a Hub id; None: the MODEL_NAME parameter,
-    # else the course's model). A saved model without its tokenizer is measured with it only when it
-    # reproduces the notebook's predictions; the reload check fails either way.
-    course_tokenizer: str | None = None
 
 
 # 1 ------------------------------------------------------------------------------------------
@@ -186,16 +149,16 @@ def execute(nb, workdir: Path, options: GradingOptions, env: dict | None, sandbo
 class ModelComparisons:
     """What verify mode compares a submitted model with, beyond the hidden set."""
 
-    base_model: Path | None = None     # the course's base model, as a folder (submitted.resolve_base_model)
+    base_model: Path | None = None     # the course's base model, as a folder (verify_mode.resolve_base_model)
     base_model_name: str = ""          # ... as the rubric or the instructor named it
     test_split: Path | None = None     # the student's test split, re-derived (JSON rows), when it could be
     test_max_length: int | None = None  # the notebook's MAX_LENGTH, which its test metrics were measured at
     not_rederived: str = ""            # why there is no test split to compare with
 
 
-def verify(contract: Contract, workdir: Path, hidden_set_file: Path, options: GradingOptions,
-           env: dict | None, sandbox: SandboxPlan, cancellation: Cancellation | None = None,
-           compare: ModelComparisons | None = None) -> Verification:
+def check_saved_model(contract: Contract, workdir: Path, hidden_set_file: Path, options: GradingOptions,
+                      env: dict | None, sandbox: SandboxPlan, cancellation: Cancellation | None = None,
+                      compare: ModelComparisons | None = None) -> Verification:
     if not contract.save_dir:
         return Verification(problem="SAVE_DIR is not defined, so there is no saved model to check")
     save_dir = Path(contract.save_dir)
@@ -216,16 +179,16 @@ def verify(contract: Contract, workdir: Path, hidden_set_file: Path, options: Gr
         request.update(test_split=TEST_SPLIT_INSIDE if confined else str(placed[TEST_SPLIT_INSIDE]),
                        test_max_length=compare.test_max_length or options.max_length)
 
-    def check_model(course_tokenizer: Path | None = None) -> Verification:
+    def run_check(course_tokenizer: Path | None = None) -> Verification:
         if course_tokenizer is not None:
             placed[COURSE_TOKENIZER_INSIDE] = Path(os.path.realpath(course_tokenizer))
             request["course_tokenizer"] = COURSE_TOKENIZER_INSIDE if confined else str(course_tokenizer)
         prefix = verifier_prefix(sandbox, workdir, hidden_set_file, options.limits, assigned_gpus(env),
                                  readable=readable, placed=placed) if confined else []
-        return verify_in_subprocess(request, options.verify_time_limit_s, env, prefix=prefix, limits=options.limits,
-                                    watch_folder=workdir, cancellation=cancellation)
+        return check_model_in_subprocess(request, options.verify_time_limit_s, env, prefix=prefix,
+                                          limits=options.limits, watch_folder=workdir, cancellation=cancellation)
 
-    verification = check_model()
+    verification = run_check()
     # No tokenizer saved: the model is checked again, with the course's tokenizer (a second start, for
     # these students only). It is measured with it only if it reproduces the notebook's predictions.
     if verification.tokenizer_missing and not verification.loaded and contract.predictions and not (
@@ -233,7 +196,7 @@ def verify(contract: Contract, workdir: Path, hidden_set_file: Path, options: Gr
         course = compare.base_model if compare.base_model is not None and not options.course_tokenizer \
             else course_tokenizer(options)
         if course is not None:
-            verification = check_model(course)
+            verification = run_check(course)
     verification.hidden_set_sha256 = file_digest(hidden_set_file)
     return verification
 
@@ -320,7 +283,7 @@ def test_splits(options: GradingOptions) -> TestSplits:
 
 def model_comparisons(options: GradingOptions, contract) -> ModelComparisons:
     name = course_base_model(options)
-    compare = ModelComparisons(base_model=submitted.resolve_base_model(name), base_model_name=name)
+    compare = ModelComparisons(base_model=verify_mode.resolve_base_model(name), base_model_name=name)
     if options.rederive:
         rederived = test_splits(options).for_student(contract.test_split)
         compare.test_split, compare.test_max_length = rederived.split_file, rederived.max_length
@@ -352,29 +315,29 @@ def grade_submitted_model(result: GradeResult, submission: Submission, nb, optio
                           hidden_set_file: Path, workdir: Path, env: dict | None, sandbox: SandboxPlan,
                           cancellation: Cancellation | None) -> None:
     """Verify mode: the saved outputs and the submitted model, checked as execute mode checks a run."""
-    result.mode = submitted.VERIFY_MODE
+    result.mode = verify_mode.VERIFY_MODE
     answer_key = options.rubric.answer_key_path
-    contract = submitted.saved_contract(nb, answer_key)
+    contract = verify_mode.saved_contract(nb, answer_key)
     result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems
-    ran, ran_message, result.errors = submitted.ran_in_order(nb, answer_key)
-    result.provenance.hub_repository = submitted.named_hub_repository(submission.model, contract)
+    ran, ran_message, result.errors = verify_mode.ran_in_order(nb, answer_key)
+    result.provenance.hub_repository = verify_mode.named_hub_repository(submission.model, contract)
     if workdir.exists():
         shutil.rmtree(workdir)
     model_dir = workdir / "model"
     compare = model_comparisons(options, contract)
     try:
         contract.save_dir = str(model_dir)
-        source = submitted.stage_model(submission.model, contract, model_dir, options.max_model_bytes,
+        source = verify_mode.stage_model(submission.model, contract, model_dir, options.max_model_bytes,
                                        hub_cache=hub_cache(options))
-        result.provenance.weights_sha256 = submitted.staged_weights(model_dir)
-        verification = verify(contract, workdir, hidden_set_file, options, env, sandbox, cancellation, compare)
+        result.provenance.weights_sha256 = verify_mode.staged_weights(model_dir)
+        verification = check_saved_model(contract, workdir, hidden_set_file, options, env, sandbox, cancellation, compare)
         result.sandboxed = sandbox.flags is not None   # the model check ran confined
         verification.model_source = source
-        mismatch = verification.loaded and submitted.weights_mismatch(contract, model_dir)
+        mismatch = verification.loaded and verify_mode.weights_mismatch(contract, model_dir)
         if mismatch:
             verification.reproduced = False
             verification.mismatches.insert(0, mismatch)
-    except submitted.ModelNotStaged as problem:
+    except verify_mode.ModelNotStaged as problem:
         verification = Verification(problem=str(problem))
     result.rederivation = rederivation(options, compare, contract, verification)
     if cancellation is not None and cancellation.cancelled:
@@ -401,11 +364,11 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
         refuse_another_kit_notebook(nb, options.rubric)
         result.provenance = provenance(submission.notebook, nb)
         result.answers = short_answers(nb)
-        if options.verify_submitted:
+        if options.mode is Mode.VERIFY:
             grade_submitted_model(result, submission, nb, options, hidden_set_file, workdir, env, sandbox,
                                   cancellation)
             return result, None
-        if not options.execute:
+        if options.mode is Mode.SAVED_OUTPUTS:
             from .saved_outputs import grade_saved_outputs
             grade_saved_outputs(result, nb, options.rubric)
             return result, nb
@@ -421,7 +384,7 @@ def grade_submission(submission: Submission, options: GradingOptions, hidden_set
         result.reason = stop_reason(execution)
         contract = read_contract(execution.notebook)
         result.reported_metrics, result.contract_problems = contract.test_metrics, contract.problems
-        result.verification = verify(contract, workdir, hidden_set_file, options, env, sandbox, cancellation)
+        result.verification = check_saved_model(contract, workdir, hidden_set_file, options, env, sandbox, cancellation)
         score(result, nb, executed_to_end(result, execution, structure), contract, result.verification, options.rubric)
         return result, execution.notebook
     except SubmissionUnreadable as error:  # the machine's fault, not the notebook's: retried

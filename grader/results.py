@@ -73,7 +73,7 @@ def cell_location(section: str, cell_id: str, number: int, execution_count: int 
 
 @dataclass
 class Verification:
-    """What the model check (grader.verify) found in a saved model: whether it loads, its hidden-set metrics,
+    """What the model check (grader.model_check) found in a saved model: whether it loads, its hidden-set metrics,
     whether it reproduces the notebook's predictions."""
 
     loaded: bool = False

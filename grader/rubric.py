@@ -2,7 +2,7 @@
 
 Every check is scored here, one small function each, in the rubric's order (CHECKS): ``ran_to_end_check``,
 ``no_todo_left_check``, ``accuracy_check``, ``f1_check``, ``predictions_check``, ``reload_check``. Execute mode
-(grader.pipeline) and verify mode (grader.submitted, through the pipeline) score the saved model's measurement
+(grader.pipeline) and verify mode (grader.verify_mode, through the pipeline) score the saved model's measurement
 (a ``Verification``) with ``score``; saved-outputs mode (grader.saved_outputs) has only the notebook's own
 self-check outputs and scores the four model checks from them with ``score_saved_outputs``.
 """
@@ -284,7 +284,7 @@ def predictions_check(rubric: Rubric, contract, verification: Verification) -> C
 
 
 def reload_check(rubric: Rubric, verification: Verification) -> CheckResult:
-    from .verify import NO_TOKENIZER   # the model check's own words; imported here, not by every reader of rubrics
+    from .model_check.refusals import NO_TOKENIZER   # the model check's own words; imported here, not by every reader of rubrics
 
     if not verification.loaded:
         return check(rubric, "reload", False, verification.problem or "the saved model did not load")

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -46,13 +46,13 @@ from .cancel import Cancellation, cancel_on_signals
 from .class_report import saved_rubric, write_class_report_after_grading
 from .errors import GraderError, UsageError
 from .fingerprint import fingerprint
-from .integrity import IntegritySettings
-from .pipeline import INTERRUPTED_REASON, GradingOptions, grade_submission
+from .options import GradingOptions, measures_models, options_from_dict, options_to_dict
+from .pipeline import INTERRUPTED_REASON, grade_submission
 from .report import OutputFolder, write_atomic
-from .results import GRADER_ERROR, INTERRUPTED, GradeResult
+from .results import GRADER_ERROR, INTERRUPTED, GradeResult, Mode
 from .rubric import Rubric
 from .run_folder import grade_into_folder, job_environment, output_folder_lock
-from .sandbox import Limits, SandboxPlan, plan_sandbox
+from .sandbox import SandboxPlan, plan_sandbox
 from .submissions import Submission, discover
 
 RUN_FILE = "run.json"           # in OUT/.grader: the run that tasks belong to
@@ -88,24 +88,6 @@ class SlurmOptions:
 
 
 # --- the run's description, shared by the submitter and each task ------------------------
-def options_to_dict(options: GradingOptions) -> dict:
-    data = asdict(options)
-    return json.loads(json.dumps(data, default=str))   # Paths as text
-
-
-def options_from_dict(data: dict) -> GradingOptions:
-    known = {f.name for f in fields(GradingOptions)}
-    data = {key: value for key, value in data.items() if key in known}
-    data["rubric"] = Rubric(**data["rubric"])
-    data["limits"] = Limits(**data["limits"])
-    if "integrity" in data:   # a run prepared by an older grader has none: the defaults
-        data["integrity"] = IntegritySettings(**data["integrity"])
-    for name in ("output_dir", "hidden_set"):
-        if data.get(name) is not None:
-            data[name] = Path(data[name])
-    return GradingOptions(**data)
-
-
 def write_run(out: OutputFolder, folder: Path, options: GradingOptions, settings: str, hidden_file: Path | None,
               pending: list[Submission], fingerprints: dict[str, str]) -> dict:
     """Describe this run in OUT/.grader/run.json; returns it. A new id, so that tasks of an earlier run stop."""
@@ -146,7 +128,7 @@ def find_task(run: dict, notebook: Path) -> tuple[Submission, str]:
     found = discover(Path(run["submissions"]), output_dir=Path(run["options"]["output_dir"])).submissions
     for submission in found:   # a student the run did not list as pending
         if Path(os.path.abspath(submission.notebook)) == wanted:
-            model = submission.model if run["options"].get("verify_submitted") else None   # as grader.batch
+            model = submission.model if run["options"].get("mode") == Mode.VERIFY else None   # as grader.batch
             return submission, fingerprint(submission.notebook, run["settings"], model)
     raise UsageError(f"{notebook} is not a submission of the run in this output folder "
                      f"(its submissions are {run['submissions']})")
@@ -204,7 +186,7 @@ def grade_in_a_thread(submission: Submission, run: dict, out: OutputFolder, opti
     thread nbclient takes SIGTERM and SIGINT over while the notebook runs, and a scheduler's stop would read as a
     dead kernel. The main thread stays free to run the signal handlers."""
     hidden = [out.root, Path(run["submissions"]), ANSWER_KEY.parent, options.hidden_set]
-    measures = options.execute or options.verify_submitted   # as grader.batch: else nothing runs
+    measures = measures_models(options)
     sandbox = plan_sandbox(options.sandbox, parameters=options.parameters, hidden=hidden) \
         if measures else SandboxPlan(flags=None)
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -15,7 +15,8 @@ from pathlib import Path
 from grader.report import OutputFolder, write_atomic
 from grader.results import EXECUTE_MODE, GRADED, GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, VERIFY_MODE, GradeResult
 from grader.rubric import CheckResult, load_rubric
-from grader.verify import Verification, wilson_interval
+from grader.results import Verification
+from grader.model_check.statistics import wilson_interval
 
 HIDDEN_SIZE = 500
 # Markup that must stay text: a script, an image whose error handler runs code, a closing tag, a formula.

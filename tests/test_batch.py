@@ -50,7 +50,7 @@ def test_parallel_jobs_get_one_gpu_each(tmp_path, monkeypatch):
     monkeypatch.setattr(run_folder, "visible_gpus", lambda: ["0", "1"])
     monkeypatch.setattr(batch_module, "grade_submission", fake_grade)
     folder = write_notebooks(tmp_path / "subs", [f"s{i}" for i in range(6)])
-    batch = grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", execute=False, jobs=2),
+    batch = grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", mode="saved outputs", jobs=2),
                               progress=False)
     assert len(batch.results) == 6 and sorted(set(seen)) == ["0", "1"]
 
@@ -63,7 +63,7 @@ def test_a_grader_bug_becomes_that_students_result_and_is_retried(tmp_path, monk
 
     monkeypatch.setattr(batch_module, "grade_submission", flaky)
     folder = write_notebooks(tmp_path / "subs", ["bad", "good"])
-    options = GradingOptions(output_dir=tmp_path / "out", execute=False)
+    options = GradingOptions(output_dir=tmp_path / "out", mode="saved outputs")
     first = {r.student_id: r for r in grade_submissions(folder, options, progress=False).results}
     assert first["bad"].status == GRADER_ERROR and "boom" in first["bad"].reason
     assert first["good"].status == "graded"
@@ -116,7 +116,7 @@ def test_an_unchanged_rerun_resumes_everyone(tmp_path, tiny_data_dir, monkeypatc
 
 def test_a_changed_notebook_is_regraded(tmp_path):
     folder = write_notebooks(tmp_path / "subs", ["ann", "bob"])
-    options = GradingOptions(output_dir=tmp_path / "out", execute=False, force=False)
+    options = GradingOptions(output_dir=tmp_path / "out", mode="saved outputs", force=False)
     grade_submissions(folder, options, progress=False)
     write_notebooks(folder, ["bob"], "x = 2  # resubmitted")
     again = grade_submissions(folder, options, progress=False)
@@ -125,17 +125,17 @@ def test_a_changed_notebook_is_regraded(tmp_path):
 
 def test_a_changed_rubric_regrades_everyone(tmp_path):
     folder = write_notebooks(tmp_path / "subs", ["ann", "bob"])
-    grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", execute=False), progress=False)
+    grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", mode="saved outputs"), progress=False)
     stricter = tmp_path / "rubric.toml"
     stricter.write_text("[thresholds]\naccuracy = 0.9\n")
-    again = grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", execute=False, force=False,
+    again = grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", mode="saved outputs", force=False,
                                                      rubric=load_rubric(stricter)), progress=False)
     assert sorted(again.graded_now) == ["ann", "bob"] and again.resumed == []
 
 
 def test_an_unverified_result_is_not_kept_by_a_run_that_executes(tmp_path, tiny_data_dir, monkeypatch):
     folder = write_notebooks(tmp_path / "subs", ["ann"])
-    first = grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", execute=False), progress=False)
+    first = grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", mode="saved outputs"), progress=False)
     assert not first.results[0].verified
     monkeypatch.setattr(batch_module, "grade_submission", fake_grade)
     again = grade_submissions(folder, hidden_options(tiny_data_dir, tmp_path / "out", force=False), progress=False)
@@ -145,7 +145,7 @@ def test_an_unverified_result_is_not_kept_by_a_run_that_executes(tmp_path, tiny_
 def test_the_cli_and_the_api_agree_on_what_still_stands(tmp_path):
     folder = write_notebooks(tmp_path / "subs", ["ann"])
     assert cli.main([str(folder), "-o", str(tmp_path / "out"), "--no-execute", "-q", "--timeout", "150"]) == 0
-    again = grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", execute=False, time_limit_s=150),
+    again = grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", mode="saved outputs", time_limit_s=150),
                               progress=False)
     assert again.resumed == ["ann"]
 
@@ -160,7 +160,7 @@ def test_a_second_run_into_the_same_folder_fails_at_once(tmp_path, capsys, monke
 
     monkeypatch.setattr(batch_module, "grade_submission", slow_grade)
     folder = write_notebooks(tmp_path / "subs", ["ann"])
-    options = GradingOptions(output_dir=tmp_path / "out", execute=False)
+    options = GradingOptions(output_dir=tmp_path / "out", mode="saved outputs")
     first = threading.Thread(target=grade_submissions, args=(folder, options), kwargs={"progress": False})
     first.start()
     try:
@@ -173,7 +173,7 @@ def test_a_second_run_into_the_same_folder_fails_at_once(tmp_path, capsys, monke
         release.set()
         first.join()
     # Once the first run is over, the folder is free again.
-    grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", execute=False, force=True), progress=False)
+    grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", mode="saved outputs", force=True), progress=False)
 
 
 # --- the hidden sample's seed -----------------------------------------------------------------

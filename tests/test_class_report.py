@@ -206,7 +206,7 @@ def graded_class(tmp_path_factory, saved_model_folder, tiny_data_dir, tiny_param
                      reported={"accuracy": 0.99, "precision": 0.99, "recall": 0.99, "f1": 0.99})
     (submissions / "not-a-notebook.ipynb").write_text("{ this is not json")
     options = GradingOptions(output_dir=root / "out", hidden_set=test_csv, hidden_size=100, hidden_seed=7,
-                             parameters=tiny_parameters, verify_submitted=True, jobs=2,
+                             parameters=tiny_parameters, mode="verify", jobs=2,
                              limits=Limits(memory_bytes=3 * GB, max_processes=64, max_file_bytes=256 * MB,
                                            disk_bytes=1 * GB))
     batch = grade_submissions(submissions, options, progress=False)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from grader import cli
-from grader.pipeline import GradingOptions
+from grader.options import GradingOptions
+from grader.results import Mode
 from grader.sandbox import Limits
 
 
@@ -16,7 +17,7 @@ def parse(*argv):
 def test_defaults_come_from_the_api():
     options, api = parse("subs"), GradingOptions()
     for name in ("output_dir", "hidden_set", "hidden_size", "hidden_seed", "time_limit_s", "jobs", "parameters",
-                 "execute", "force", "keep_work", "rubric", "sandbox", "limits", "max_output_bytes"):
+                 "mode", "force", "keep_work", "rubric", "sandbox", "limits", "max_output_bytes"):
         assert getattr(options, name) == getattr(api, name), name
 
 
@@ -35,7 +36,7 @@ def test_every_option_reaches_the_api(tmp_path):
     assert (options.hidden_size, options.hidden_seed, options.time_limit_s, options.jobs) == (200, 5, 90, 3)
     assert options.parameters == {"NUM_EPOCHS": 1, "MAX_LENGTH": 128, "MODEL_NAME": "/m"}
     assert options.rubric.accuracy == 0.8
-    assert not options.execute and options.force and options.keep_work
+    assert options.mode is Mode.SAVED_OUTPUTS and options.force and options.keep_work
     assert options.sandbox == "require" and options.max_output_bytes == 2 * 2**20
     assert options.limits == Limits(memory_bytes=3 * 2**30, max_processes=64, max_file_bytes=500 * 2**20,
                                     disk_bytes=int(1.5 * 2**30))
@@ -75,7 +76,7 @@ def test_the_summary_table_shows_scores_and_measured_figures():
     from grader.batch import BatchResult
     from grader.results import GradeResult
     from grader.rubric import CheckResult
-    from grader.verify import Verification
+    from grader.results import Verification
 
     good = GradeResult("ann", "ann.ipynb", checks=[CheckResult("accuracy", True, 20, 20, "")],
                        verification=Verification(loaded=True, accuracy=0.912, f1=0.9))

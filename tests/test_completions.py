@@ -227,7 +227,7 @@ def test_verify_mode_grades_the_going_further_notebook_with_its_rubric(graded_go
     shutil.copy(root / "out" / "work" / "answer-key" / "outputs-going-further" / "sentiment-model.zip", folder)
     batch = grade_submissions(tmp_path / "submissions",
                               options(tmp_path / "out", going_further_parameters, tiny_data_dir / "test.csv",
-                                      rubric=rubric, verify_submitted=True), progress=False)
+                                      rubric=rubric, mode="verify"), progress=False)
     [verified] = batch.results
     executed = results["answer-key"]
     assert {c.name: c.passed for c in verified.checks} == {c.name: c.passed for c in executed.checks}, (

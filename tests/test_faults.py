@@ -56,7 +56,7 @@ def test_an_io_error_reading_a_notebook_is_a_retried_grader_error(tmp_path, monk
 
     monkeypatch.setattr(io, "open", failing_open)
     monkeypatch.setattr(builtins, "open", failing_open)
-    options = GradingOptions(output_dir=tmp_path / "out", execute=False)
+    options = GradingOptions(output_dir=tmp_path / "out", mode="saved outputs")
     results = {r.student_id: r for r in grade_submissions(folder, options, progress=False).results}
     assert results["ann"].status == GRADER_ERROR, results["ann"]
     assert os.strerror(code) in results["ann"].reason and "rerun" in results["ann"].reason
@@ -70,7 +70,7 @@ def test_a_notebook_that_is_invalid_stays_not_gradable(tmp_path):
     """Negative control of the above: a file that is not a notebook is the student's, and final."""
     path = tmp_path / "broken.ipynb"
     path.write_text("{ not json", encoding="utf-8")
-    result, _ = pipeline.grade_submission(Submission("broken", path), GradingOptions(execute=False), None,
+    result, _ = pipeline.grade_submission(Submission("broken", path), GradingOptions(mode="saved outputs"), None,
                                           tmp_path / "work")
     assert result.status == NOT_GRADABLE and "not a valid Jupyter notebook" in result.reason
 
@@ -90,7 +90,7 @@ def test_a_notebook_that_is_json_but_not_an_object_gets_a_readable_reason(tmp_pa
 @pytest.mark.parametrize("content", ["null", "[]", "42", '"graded"', "{not json"])
 def test_a_result_file_that_is_not_a_result_object_is_regraded(tmp_path, content):
     folder = write_notebooks(tmp_path / "subs", ["ann", "bob"])
-    options = GradingOptions(output_dir=tmp_path / "out", execute=False)
+    options = GradingOptions(output_dir=tmp_path / "out", mode="saved outputs")
     grade_submissions(folder, options, progress=False)
     (tmp_path / "out" / "results" / "ann.json").write_text(content, encoding="utf-8")
     again = grade_submissions(folder, options, progress=False)
@@ -175,7 +175,7 @@ def test_a_failing_write_keeps_the_results_already_saved(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", filling_fsync)
     with pytest.raises(OutputUnwritable) as raised:
-        grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", execute=False, jobs=1), progress=False)
+        grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", mode="saved outputs", jobs=1), progress=False)
     monkeypatch.setattr(os, "fsync", real_fsync)
     message = str(raised.value)
     assert "No space left on device" in message and "could not be rewritten either" in message, message
@@ -183,7 +183,7 @@ def test_a_failing_write_keeps_the_results_already_saved(tmp_path, monkeypatch):
     assert {path.stem for path in (tmp_path / "out" / "results").glob("*.json")} == {"ann"}
     assert not list((tmp_path / "out").rglob("*.tmp")), "a temporary file was left behind"
     # Once there is space again, a rerun keeps ann and grades the others.
-    again = grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", execute=False), progress=False)
+    again = grade_submissions(folder, GradingOptions(output_dir=tmp_path / "out", mode="saved outputs"), progress=False)
     assert again.resumed == ["ann"] and sorted(again.graded_now) == ["bob", "cat", "dan"]
 
 

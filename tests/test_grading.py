@@ -197,7 +197,7 @@ def test_no_execute_grades_the_saved_outputs_unverified(mixed_batch, tiny_parame
     executed.mkdir()
     for name in ("passes", "raises-midway"):
         (executed / f"{name}.ipynb").write_bytes((output_dir / "executed" / f"{name}.ipynb").read_bytes())
-    batch = grade_submissions(executed, options(tiny_parameters, tiny_data_dir, tmp_path / "out", execute=False),
+    batch = grade_submissions(executed, options(tiny_parameters, tiny_data_dir, tmp_path / "out", mode="saved outputs"),
                               progress=False)
     results = {r.student_id: r for r in batch.results}
     assert not results["passes"].verified and results["passes"].passed

@@ -8,28 +8,44 @@ from grader.course import ROOT
 GRADER = ROOT / "grader"
 
 
-def grader_imports(path: Path) -> set[str]:
-    """The grader modules ``path`` imports, at module level or in a function: ``from .x import``,
-    ``from . import x``, ``from grader.x import``, ``import grader.x``."""
+def module_name(path: Path, folder: Path) -> str:
+    """``model_check/worker.py`` -> ``model_check.worker``; a package's ``__init__.py`` is the package."""
+    parts = list(path.relative_to(folder).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def grader_imports(path: Path, package: list[str]) -> set[str]:
+    """The grader modules ``path`` (in the sub-package ``package``, [] for the grader itself) imports, at module
+    level or in a function: ``from .x import``, ``from ..x import``, ``from . import x``, ``from grader.x import``,
+    ``import grader.x``. Each as a dotted name below the grader, with its imported names as candidates
+    (``from .model_check import worker`` imports ``model_check.worker``)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:
-                found.update(alias.name for alias in node.names)
-            elif node.level == 0 and (node.module or "").startswith("grader."):
-                found.add(node.module.split(".")[1])
-            elif node.level == 0 and node.module == "grader":
-                found.update(alias.name for alias in node.names)
+            if node.level:
+                base = package[:len(package) - (node.level - 1)]
+            elif (node.module or "") == "grader" or (node.module or "").startswith("grader."):
+                base = []
+            else:
+                continue
+            module = (node.module or "").removeprefix("grader").lstrip(".") if not node.level else node.module or ""
+            target = base + (module.split(".") if module else [])
+            found.add(".".join(target))
+            found.update(".".join(target + [alias.name]) for alias in node.names)
         elif isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[1] for alias in node.names if alias.name.startswith("grader."))
-    return found
+            found.update(alias.name.removeprefix("grader.") for alias in node.names if alias.name.startswith("grader."))
+    return found - {""}
 
 
 def import_graph(folder: Path) -> dict[str, set[str]]:
-    modules = {path.stem: path for path in folder.glob("*.py") if path.stem != "__init__"}
-    return {name: grader_imports(path) & set(modules) - {name} for name, path in modules.items()}
+    modules = {module_name(path, folder): path for path in folder.rglob("*.py")
+               if "__pycache__" not in path.parts and path != folder / "__init__.py"}
+    graph = {}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        imported = grader_imports(path, package) & set(modules)
+        graph[name] = imported - {name} - {".".join(package)}   # a module imports its own package's face first
+    return graph
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -65,3 +81,16 @@ def test_the_scan_sees_imports_at_every_level_and_a_circle(tmp_path):
     assert graph == {"batch": {"report"}, "report": {"slurm"}, "slurm": {"batch"}, "leaf": {"report"}}
     assert cycles(graph) == [["batch", "report", "slurm", "batch"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_scan_follows_a_sub_package_both_ways(tmp_path):
+    # negative control: a circle through a sub-package, by ``from ..x`` one way and ``from .pkg.y`` the other
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "worker.py").write_text("from ..results import Record\nfrom .stats import mean\n")
+    (tmp_path / "pkg" / "stats.py").write_text("")
+    (tmp_path / "results.py").write_text("def load():\n    from .pkg.worker import run\n")
+    graph = import_graph(tmp_path)
+    assert graph == {"pkg": set(), "pkg.worker": {"results", "pkg.stats"}, "pkg.stats": set(),
+                     "results": {"pkg.worker"}}
+    assert cycles(graph) == [["pkg.worker", "results", "pkg.worker"]]

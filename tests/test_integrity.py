@@ -22,7 +22,7 @@ from grader.integrity import (HIDDEN_ACCURACY_IMPLAUSIBLE, IDENTICAL_NOTEBOOK, I
 from grader.report import feedback_html, gradebook_csv
 from grader.results import EXECUTE_MODE, VERIFY_MODE, GradeResult, Provenance
 from grader.rubric import load_rubric
-from grader.verify import Verification
+from grader.results import Verification
 
 REVIEWS = 1000
 
@@ -307,11 +307,11 @@ def test_audit_needs_verify_mode_local_copies_and_this_machine(tmp_path):
     with pytest.raises(UsageError, match="add --verify"):
         grade(audit=2, parameters=local)
     with pytest.raises(UsageError, match="no network"):   # every re-run would fail on the download
-        grade(audit=2, verify_submitted=True)
+        grade(audit=2, mode="verify")
     from grader.slurm import SlurmOptions
     with pytest.raises(UsageError, match="without --slurm"):
         grade_submissions(tmp_path / "submissions", GradingOptions(output_dir=tmp_path / "out", audit=2, parameters=local,
-                                                                   verify_submitted=True), slurm=SlurmOptions())
+                                                                   mode="verify"), slurm=SlurmOptions())
 
 
 def test_the_command_line_warns_that_the_default_hidden_set_is_public(tmp_path, capsys, monkeypatch):

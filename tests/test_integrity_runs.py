@@ -148,7 +148,7 @@ def test_copies_are_flagged_in_the_review_and_the_gradebook_and_honest_work_is_n
     hand_in(folder, "dan", alice["notebook"], None, on_the_hub("Dan's notes."))
     hand_in(folder, "erin", alice["notebook"], None, on_the_hub("Erin's notes."))
     hidden = mixed_hidden_set(tmp_path / "mixed.csv")
-    batch = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, out, verify_submitted=True,
+    batch = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, out, mode="verify",
                                               hidden_set=hidden), progress=False)
 
     results = {r.student_id: r for r in batch.results}
@@ -189,13 +189,13 @@ def test_a_spot_audit_reruns_the_sample_and_flags_a_notebook_that_did_not_make_i
     folder, out = tmp_path / "submissions", tmp_path / "out"
     hand_in(folder, "alice", runs["seed42"]["notebook"], runs["seed42"]["zip"])
     hand_in(folder, "frank", runs["seed3"]["notebook"], runs["seed3"]["zip"], forged)
-    settings = options(tiny_parameters, tiny_data_dir, out, verify_submitted=True)
+    settings = options(tiny_parameters, tiny_data_dir, out, mode="verify")
 
     plain = grade_submissions(folder, settings, progress=False)   # control: verify mode alone cannot tell
     assert all(r.total == r.max_total for r in plain.results), [(r.student_id, r.total) for r in plain.results]
     assert "audit-disagrees" not in (out / "integrity.json").read_text()
 
-    batch = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, out, verify_submitted=True, audit=2,
+    batch = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, out, mode="verify", audit=2,
                                               audit_seed=11), progress=False)
     assert sorted(batch.resumed) == ["alice", "frank"]   # the verify results stand; only the audit ran
     state = json.loads((out / ".grader" / AUDIT_STATE).read_text())
@@ -218,14 +218,14 @@ def test_a_spot_audit_reruns_the_sample_and_flags_a_notebook_that_did_not_make_i
     # a later run without --audit keeps the audit on record; a repeated audit re-runs nobody
     again = grade_submissions(folder, settings, progress=False)
     assert again.audit is None and "audit-disagrees" in (out / "integrity.json").read_text()
-    repeat = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, out, verify_submitted=True, audit=2),
+    repeat = grade_submissions(folder, options(tiny_parameters, tiny_data_dir, out, mode="verify", audit=2),
                                progress=False)
     assert repeat.audit["seed"] == 11 and repeat.audit["results"]["frank"]["verdict"] == "disagrees"
 
 
 def test_the_sample_is_seeded_stable_and_grows_with_n():
     from grader.results import GradeResult
-    from grader.verify import Verification
+    from grader.results import Verification
 
     def graded(name):
         return GradeResult(name, f"{name}.ipynb", mode="verify", verification=Verification(loaded=True, accuracy=0.9))
@@ -244,7 +244,7 @@ def test_an_audit_compares_figures_and_a_grader_failure_is_no_disagreement(tmp_p
     from grader.results import GRADER_ERROR, GradeResult
     from grader.rubric import CheckResult
     from grader.submissions import Submission
-    from grader.verify import Verification
+    from grader.results import Verification
 
     def graded(accuracy, labels, status="graded"):
         return GradeResult("frank", "frank.ipynb", status=status, mode="verify",

@@ -15,7 +15,7 @@ from grader import GradingOptions, grade_submissions
 from grader.build import ROOT
 from grader.cancel import Cancellation
 from grader.results import INTERRUPTED
-from grader.verify import verify_in_subprocess
+from grader.model_check.worker import check_model_in_subprocess
 from waiting import wait_for
 
 
@@ -90,7 +90,7 @@ def test_a_cancel_stops_the_verifier_which_a_terminals_ctrl_c_does_not_reach(tmp
 
     threading.Thread(target=cancel_once_it_runs, daemon=True).start()
     started = time.monotonic()
-    verification = verify_in_subprocess({}, timeout_s=120, watch_folder=tmp_path, cancellation=cancellation)
+    verification = check_model_in_subprocess({}, timeout_s=120, watch_folder=tmp_path, cancellation=cancellation)
     assert time.monotonic() - started < 30
     assert not verification.loaded and verification.problem
     assert int(session.read_text()) != os.getsid(0)   # not in the terminal's session: Ctrl-C does not reach it

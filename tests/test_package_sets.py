@@ -306,7 +306,7 @@ def test_the_submit_zip_is_graded_in_verify_mode(matrix_run, reviews, tmp_path):
     # the course's base model is the stand-in the notebook fine-tuned (its MODEL_NAME): the submission must be a
     # fine-tune of it
     options = GradingOptions(output_dir=tmp_path / "out", hidden_set=reviews / "amazon_polarity" / "test.csv", hidden_size=100,
-                             hidden_seed=3, verify_submitted=True, max_length=MAX_LENGTH,
+                             hidden_seed=3, mode="verify", max_length=MAX_LENGTH,
                              base_model=str(STANDINS[matrix_run["set"].name]),
                              limits=Limits(memory_bytes=4 * GB, max_processes=64, max_file_bytes=256 * MB,
                                            disk_bytes=1 * GB))

@@ -68,7 +68,7 @@ def test_a_failing_baseline_or_report_self_check_costs_the_ran_to_end_points(cel
 def test_predictions_earn_points_only_when_the_saved_model_makes_them():
     from grader.contract import Contract, Prediction
     from grader.rubric import predictions_check
-    from grader.verify import Verification
+    from grader.results import Verification
 
     rubric = load_rubric()
     typed = Contract(predictions=[Prediction(f"review {i}", ("negative", "positive")[i % 2], 0.99) for i in range(6)])
@@ -85,7 +85,7 @@ def test_each_way_of_writing_the_predictions_wrong_fails_the_predictions_check_a
     check passes and the predictions check names the mistake (not 'both sentiments', not 'reproduce')."""
     from grader.contract import Contract, Prediction
     from grader.rubric import predictions_check, reload_check
-    from grader.verify import Verification
+    from grader.results import Verification
 
     rubric = load_rubric()
     made = Verification(loaded=True, reproduced=True)
@@ -106,7 +106,7 @@ def test_each_way_of_writing_the_predictions_wrong_fails_the_predictions_check_a
 def test_a_model_without_its_tokenizer_fails_the_reload_check_alone():
     from grader.contract import Contract, Prediction
     from grader.rubric import metric_check, predictions_check, reload_check
-    from grader.verify import Verification
+    from grader.results import Verification
 
     rubric = load_rubric()
     measured = Verification(loaded=True, reproduced=True, tokenizer_missing=True, accuracy=0.9, f1=0.9)
@@ -129,7 +129,7 @@ def test_every_check_is_scored_in_the_rubric_module():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("check", "CheckResult"):
                 yield f"{path.name}:{node.lineno}"
 
-    found = [where for path in sorted((ROOT / "grader").glob("*.py")) if path.name not in ("rubric.py", "results.py")
+    found = [where for path in sorted((ROOT / "grader").rglob("*.py")) if path.name not in ("rubric.py", "results.py")
              for where in scores(path)]
     assert found == []
     assert list(scores(ROOT / "grader" / "rubric.py"))   # negative control: the scan sees the rubric's own calls

@@ -1,6 +1,6 @@
 """What the programs that run inside the sandbox import: twice per student, so it must stay light.
 
-`python -P -m grader.confine` starts every sandboxed kernel and `python -P -m grader.verify` is the model
+`python -P -m grader.confine` starts every sandboxed kernel and `python -P -m grader.model_check` is the model
 check. Each imports the package `grader` first; when the package face imported the batch, every start paid
 for nbformat, nbconvert and nbgrader (about 4 s on the 2-core CI machine).
 """
@@ -34,7 +34,7 @@ def test_the_model_check_imports_nothing_heavy_even_after_checking_a_model(saved
                "hidden_set": str(hidden), "max_length": 32, "base_model": str(tiny_model_dir),
                "test_split": str(hidden), "test_max_length": 32,
                "predictions": [{"text": "great", "label": "positive", "confidence": 0.9}]}
-    found = modules_after(f"import grader.verify as v\nresult = v.verify({request!r})\n"
+    found = modules_after(f"import grader.model_check.worker as w\nresult = w.check_model({request!r})\n"
                           "assert result.loaded and result.base_model_checked and result.test_split_metrics, result")
     assert "transformers" in found   # it did load the model: the list is not of an empty run
     assert not found & set(HEAVY)

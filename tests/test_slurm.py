@@ -21,9 +21,10 @@ import pytest
 
 from grader import GradingOptions, grade_submissions
 from grader.build import ROOT
-from grader.results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE
+from grader.results import GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, Mode
+from grader.options import options_from_dict, options_to_dict
 from grader.sandbox import GB, MB, Limits
-from grader.slurm import STOPPED_REASON, SlurmError, SlurmOptions, collect, options_from_dict, options_to_dict, tasks_in_queue
+from grader.slurm import STOPPED_REASON, SlurmError, SlurmOptions, collect, tasks_in_queue
 from scenarios import CORPUS_EXPECTED, write_scenarios
 from waiting import wait_for
 
@@ -251,7 +252,7 @@ def test_the_options_reach_each_task_unchanged(tmp_path):
     """Each task grades with the submitter's options, read back from OUT/.grader/run.json."""
     settings = GradingOptions(output_dir=tmp_path, hidden_set=tmp_path / "t.csv", hidden_seed=3, time_limit_s=90,
                               parameters={"NUM_EPOCHS": 1, "MODEL_NAME": "/m"}, limits=LIMITS, sandbox="require",
-                              execute=True, keep_work=True)
+                              mode="execute", keep_work=True)
     assert options_from_dict(options_to_dict(settings)) == settings
 
 
@@ -335,11 +336,11 @@ def test_a_verify_mode_task_gets_the_students_submitted_model(tmp_path):
     ann = Submission("ann", tmp_path / "ann.ipynb", display_name="Ann", canvas_user_id="12", attempt=2,
                      model=tmp_path / "ann-model.zip")
     out = OutputFolder(tmp_path / "out")
-    write_run(out, tmp_path, GradingOptions(output_dir=out.root, verify_submitted=True), "{}", None, [ann],
+    write_run(out, tmp_path, GradingOptions(output_dir=out.root, mode="verify"), "{}", None, [ann],
               {"ann": "f"})
     [task] = load_run(out)["tasks"]
     assert task_submission(task) == ann and task["fingerprint"] == "f"
-    assert options_from_dict(load_run(out)["options"]).verify_submitted
+    assert options_from_dict(load_run(out)["options"]).mode is Mode.VERIFY
 
 
 def array_watch(tmp_path, monkeypatch, queue_listings, **slurm_options):

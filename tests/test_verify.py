@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from transformers import AutoModelForSequenceClassification
 
-from grader.verify import (bootstrap_f1_interval, config_problem, f1_score_binary, model_folder_problem, verify,
-                           verify_in_subprocess, wilson_interval)
+from grader.model_check.refusals import config_problem, model_folder_problem
+from grader.model_check.statistics import bootstrap_f1_interval, f1_score_binary, wilson_interval
+from grader.model_check.worker import check_model, check_model_in_subprocess
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +80,13 @@ def test_verify_measures_the_model_and_checks_the_claimed_predictions(saved_clas
              "confidence": float(probabilities.max())}
     wrong_label = dict(truth, label="positive" if truth["label"] == "negative" else "negative")
     wrong_confidence = dict(truth, confidence=truth["confidence"] - 0.05)
-    result = verify(verify_request(saved_classifier, tmp_path, predictions=[truth]))
+    result = check_model(verify_request(saved_classifier, tmp_path, predictions=[truth]))
     assert result.loaded and result.hidden_size == 10
     assert 0 <= result.accuracy <= 1 and result.accuracy_ci[0] <= result.accuracy <= result.accuracy_ci[1]
     assert result.reproduced is True and result.mismatches == []
     # The claims are checked against what the model really says: a wrong label or confidence is caught.
     for claim in (wrong_label, wrong_confidence):
-        result = verify(verify_request(saved_classifier, tmp_path, predictions=[truth, claim]))
+        result = check_model(verify_request(saved_classifier, tmp_path, predictions=[truth, claim]))
         assert result.reproduced is False and len(result.mismatches) == 1, claim
 
 
@@ -103,7 +104,7 @@ def test_a_sharded_classifier_matches_its_config(saved_classifier, tmp_path):
 def test_a_config_larger_than_the_stored_weights_is_not_built(saved_classifier, tmp_path):
     # 40 layers next to the weights of 2: without the check, from_pretrained builds 38 random layers.
     folder = copy_with_config(saved_classifier, tmp_path, num_hidden_layers=40)
-    result = verify(verify_request(folder, tmp_path))
+    result = check_model(verify_request(folder, tmp_path))
     assert not result.loaded
     assert "config.json describes a model of" in result.problem and "not written by save_pretrained" in result.problem
 
@@ -131,7 +132,7 @@ def test_stored_weights_that_are_not_the_models_are_refused(saved_classifier, tm
     tensors = load_file(folder / "model.safetensors")
     save_file({**tensors, "smuggled.weight": torch.zeros(300_000)}, folder / "model.safetensors",
               metadata={"format": "pt"})
-    result = verify(verify_request(folder, tmp_path))
+    result = check_model(verify_request(folder, tmp_path))
     assert not result.loaded and "the weights are not the model's" in result.problem
 
 
@@ -152,12 +153,12 @@ def header_file(header: dict, data: bytes = b"") -> bytes:
 def test_a_malformed_safetensors_header_is_a_problem_not_a_crash(saved_classifier, tmp_path, content):
     folder = shutil.copytree(saved_classifier, tmp_path / "model")
     (folder / "model.safetensors").write_bytes(content)
-    result = verify(verify_request(folder, tmp_path))
+    result = check_model(verify_request(folder, tmp_path))
     assert not result.loaded and "model.safetensors is not a valid safetensors file" in result.problem
 
 
-def test_verify_in_subprocess_turns_a_crash_into_a_problem(tmp_path):
-    result = verify_in_subprocess({"save_dir": 1}, timeout_s=120, watch_folder=tmp_path)
+def test_the_model_check_in_a_subprocess_turns_a_crash_into_a_problem(tmp_path):
+    result = check_model_in_subprocess({"save_dir": 1}, timeout_s=120, watch_folder=tmp_path)
     assert result.problem and "failed" in result.problem and not result.loaded
 
 
@@ -183,7 +184,7 @@ def confined_check(saved_classifier, tmp_path, sandbox_flags, limits):
     workdir = saved_classifier.parent
     prefix = verifier_prefix(SandboxPlan(tuple(sandbox_flags)), workdir, hidden_file, limits)
     request.update(hidden_set=HIDDEN_SET_INSIDE, allowed_root=str(workdir))
-    return verify_in_subprocess(request, timeout_s=300, env={"HF_TOKEN": "hf_secret", **os.environ}, prefix=prefix,
+    return check_model_in_subprocess(request, timeout_s=300, env={"HF_TOKEN": "hf_secret", **os.environ}, prefix=prefix,
                                 limits=limits, watch_folder=workdir), prefix
 
 
@@ -260,7 +261,7 @@ def confident_classifier(saved_classifier, tmp_path):
 @pytest.fixture
 def bf16_everywhere(monkeypatch):
     """bf16 as on a CPU with native bf16, whatever this machine has (elsewhere it is emulated: slower, as good)."""
-    import grader.verify as module
+    import grader.model_check.inference as module
     monkeypatch.setattr(module, "bf16_is_native", lambda device: True)
     return module
 
@@ -340,10 +341,11 @@ def test_the_confidences_of_the_students_predictions_stay_fp32_exact(saved_class
         calls.append((len(texts), options.get("labels_only", False)))
         return fast_path(model, tokenizer, texts, max_length, *args, **options)
 
-    monkeypatch.setattr(bf16_everywhere, "predict_probabilities", recorded)
+    import grader.model_check.worker as worker
+    monkeypatch.setattr(worker, "predict_probabilities", recorded)   # the worker's own name for it
     claims = [{"text": text, "label": ("negative", "positive")[int(row.argmax())], "confidence": float(row.max())}
               for text, row in zip(texts, reference)]
-    result = bf16_everywhere.verify(verify_request(folder, tmp_path, predictions=claims, torch_threads=1))
+    result = worker.check_model(verify_request(folder, tmp_path, predictions=claims, torch_threads=1))
     assert result.reproduced is True and result.mismatches == []
     # bf16 may answer the hidden set's labels, never the claims, whose confidences are compared (the claims
     # come first: a model without its tokenizer is measured only when they are reproduced)
@@ -359,7 +361,7 @@ def test_the_confidences_of_the_students_predictions_stay_fp32_exact(saved_class
 
 
 def test_batches_keep_to_the_token_budget_and_pad_little():
-    from grader.verify import BATCH_TOKENS, MAX_PADDING, token_batches
+    from grader.model_check.inference import BATCH_TOKENS, MAX_PADDING, token_batches
 
     lengths = [int(length) for length in np.random.default_rng(0).integers(5, 257, size=500)]
     for indices in (None, range(0, 500, 32)):     # the whole set; a pilot spread over all lengths
@@ -408,7 +410,7 @@ def test_a_model_without_its_tokenizer_is_never_measured_with_another(without_to
     """transformers builds an EMPTY tokenizer for such a folder (every word [UNK]): the grader must not measure
     with it, nor say the model does not reproduce its predictions."""
     folder, complete = without_tokenizer
-    result = verify(verify_request(folder, tmp_path, predictions=claims_of(complete)))
+    result = check_model(verify_request(folder, tmp_path, predictions=claims_of(complete)))
     assert result.tokenizer_missing and not result.loaded and result.accuracy is None and result.mismatches == []
     assert "no tokenizer" in result.problem and "tokenizer.save_pretrained(SAVE_DIR)" in result.problem
 
@@ -417,9 +419,9 @@ def test_a_model_without_its_tokenizer_is_measured_with_the_course_tokenizer_tha
         without_tokenizer, tmp_path):
     folder, complete = without_tokenizer
     claims = claims_of(complete)
-    result = verify(verify_request(folder, tmp_path, predictions=claims, course_tokenizer=str(complete)))
+    result = check_model(verify_request(folder, tmp_path, predictions=claims, course_tokenizer=str(complete)))
     assert result.loaded and result.reproduced and result.tokenizer_missing and result.hidden_size == 10
-    assert result.accuracy == verify(verify_request(complete, tmp_path, predictions=claims)).accuracy
+    assert result.accuracy == check_model(verify_request(complete, tmp_path, predictions=claims)).accuracy
 
 
 def test_a_course_tokenizer_that_does_not_reproduce_the_predictions_measures_nothing(without_tokenizer, tmp_path):
@@ -437,7 +439,7 @@ def test_a_course_tokenizer_that_does_not_reproduce_the_predictions_measures_not
     control = model_predictions(folder, REVIEWS, tokenizer_folder=other)
     assert any(abs(a["confidence"] - b["confidence"]) > 0.01 or a["label"] != b["label"]
                for a, b in zip(claims, control)), "the control tokenizer must change the predictions"
-    result = verify(verify_request(folder, tmp_path, predictions=claims, course_tokenizer=str(other)))
+    result = check_model(verify_request(folder, tmp_path, predictions=claims, course_tokenizer=str(other)))
     assert not result.loaded and result.accuracy is None and result.tokenizer_missing
     assert "does not reproduce" in result.problem
 
@@ -448,10 +450,10 @@ def test_confidences_given_as_p_positive_are_the_models_predictions_read_another
     made = model_predictions(folder, REVIEWS)
     assert {p["label"] for p in made} == {"negative", "positive"}, "the control needs a negative prediction"
     as_positive = [{"text": p["text"], "label": p["label"], "confidence": p["positive"]} for p in made]
-    result = verify(verify_request(folder, tmp_path, predictions=as_positive))
+    result = check_model(verify_request(folder, tmp_path, predictions=as_positive))
     assert result.reproduced and result.confidence_is_positive_probability and result.mismatches == []
-    result = verify(verify_request(folder, tmp_path, predictions=claims_of(folder)))
+    result = check_model(verify_request(folder, tmp_path, predictions=claims_of(folder)))
     assert result.reproduced and not result.confidence_is_positive_probability
     # P(positive) with the labels swapped is no reading of this model's predictions
     swapped = [dict(p, label="positive" if p["label"] == "negative" else "negative") for p in as_positive]
-    assert not verify(verify_request(folder, tmp_path, predictions=swapped)).reproduced
+    assert not check_model(verify_request(folder, tmp_path, predictions=swapped)).reproduced

@@ -27,7 +27,7 @@ from grader.execute import MAX_ERRORS_KEPT
 from grader.results import NOT_GRADABLE, VERIFY_MODE
 from grader.rubric import load_rubric
 from grader.sandbox import GB, MB, Limits
-from grader.submitted import MODEL_SUFFIXES, ModelNotStaged, saved_contract, stage_model
+from grader.verify_mode import MODEL_SUFFIXES, ModelNotStaged, saved_contract, stage_model
 from scenarios import EDITS, SELF_CHECKED, write_scenarios
 
 TEST_LIMITS = Limits(memory_bytes=3 * GB, max_processes=64, max_file_bytes=256 * MB, disk_bytes=1 * GB)
@@ -105,7 +105,7 @@ def submission_output(nb) -> dict:
 
 
 def grade_verify(folder: Path, tiny_parameters, tiny_data_dir, out: Path, **overrides):
-    batch = grade_submissions(folder, grading_options(tiny_parameters, tiny_data_dir, out, verify_submitted=True,
+    batch = grade_submissions(folder, grading_options(tiny_parameters, tiny_data_dir, out, mode="verify",
                                                       jobs=2, **overrides), progress=False)
     return {result.student_id: result for result in batch.results}
 
@@ -593,7 +593,8 @@ def resubmitted(executed, model_folder: Path, folder: Path, name: str) -> None:
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from grader.verify import LABELS, output_to_class, predict_probabilities
+    from grader.course import LABELS
+    from grader.model_check.inference import output_to_class, predict_probabilities
 
     model = AutoModelForSequenceClassification.from_pretrained(model_folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_folder)
@@ -668,8 +669,8 @@ def test_the_base_model_check_compares_like_with_like(tiny_model_dir, saved_mode
     """The base against itself (through another architecture's names) is identical; --base-model none is off."""
     from transformers import AutoTokenizer
 
-    from grader.submitted import resolve_base_model
-    from grader.verify import base_model_check
+    from grader.verify_mode import resolve_base_model
+    from grader.model_check.base_model import base_model_check
 
     problem, similarity = base_model_check(saved_model_folder, tiny_model_dir, AutoTokenizer.from_pretrained(
         saved_model_folder), "tiny")
@@ -678,6 +679,24 @@ def test_the_base_model_check_compares_like_with_like(tiny_model_dir, saved_mode
     assert resolve_base_model("none") is None and resolve_base_model(str(tiny_model_dir)) == tiny_model_dir.resolve()
     with pytest.raises(UsageError, match="--base-model"):
         resolve_base_model("no-such-owner/no-such-model")
+
+
+def test_a_foreign_config_names_the_settings_it_lacks(tiny_model_dir, saved_model_folder, tmp_path):
+    """DistilBERT's config has ``dim`` and ``n_layers``, not BERT's ``hidden_size``: it is said to have none
+    (it said "hidden_size None")."""
+    from transformers import AutoTokenizer
+
+    from grader.model_check.base_model import base_model_check
+
+    foreign = tmp_path / "foreign"
+    shutil.copytree(saved_model_folder, foreign)
+    config = json.loads((foreign / "config.json").read_text())
+    config.pop("hidden_size")
+    (foreign / "config.json").write_text(json.dumps({**config, "model_type": "distilbert", "dim": 32}))
+    problem, _ = base_model_check(foreign, tiny_model_dir, AutoTokenizer.from_pretrained(saved_model_folder), "tiny")
+    hidden = json.loads((tiny_model_dir / "config.json").read_text())["hidden_size"]
+    assert f"model_type 'distilbert' (the course's model has 'bert'), no hidden_size (the course's model has {hidden})" \
+        in problem, problem
 
 
 # Limits that hold in verify mode too ----------------------------------------------------------------
@@ -724,7 +743,7 @@ class CountedCell(nbformat.NotebookNode):
 def test_reading_a_notebook_of_thousands_of_failing_cells_is_linear():
     """8,000 cells with saved errors took 25 s of the grader's own time: each error was numbered by
     counting the cells before it. The work is counted here (reads of the cells' fields), not timed."""
-    from grader.submitted import ran_in_order
+    from grader.verify_mode import ran_in_order
 
     def notebook(cells: int):
         error = nbformat.v4.new_output("error", ename="ValueError", evalue="no", traceback=["no"])
@@ -788,7 +807,7 @@ def test_zip_names_the_file_system_cannot_hold_are_the_students_problem(executed
 def test_a_zip_is_refused_by_the_sizes_it_declares_before_a_byte_is_written(tmp_path, monkeypatch):
     """Two members of 24 MB each (zeros, a few kB compressed) against a limit of 32 MB: refused from the zip's
     own directory; nothing is copied. (A zip's sizes can lie; the copy still counts every byte: below.)"""
-    import grader.submitted as submitted
+    import grader.verify_mode as verify_mode
 
     archive = tmp_path / "model.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zip_:
@@ -796,13 +815,13 @@ def test_a_zip_is_refused_by_the_sizes_it_declares_before_a_byte_is_written(tmp_
         for index in range(2):
             zip_.writestr(f"model-0000{index}-of-00002.safetensors", b"\0" * (24 * MB))
     assert archive.stat().st_size < 1 * MB
-    monkeypatch.setattr(submitted, "_copy_capped", lambda *args: pytest.fail("a byte was copied"))
+    monkeypatch.setattr(verify_mode, "_copy_capped", lambda *args: pytest.fail("a byte was copied"))
     with pytest.raises(ModelNotStaged, match="declares 48 MB"):
         stage_model(archive, saved_contract(nbformat.v4.new_notebook()), tmp_path / "staged", 32 * MB)
 
 
 def test_the_copy_counts_every_byte_whatever_the_zip_declares(tmp_path):
-    from grader.submitted import _copy_capped
+    from grader.verify_mode import _copy_capped
 
     with pytest.raises(ModelNotStaged, match="over the limit of 4 MB"):
         _copy_capped(io.BytesIO(b"\0" * (6 * MB)), tmp_path / "model.safetensors", [4 * MB], 4 * MB)
@@ -885,13 +904,13 @@ def test_the_graders_recipe_is_the_answer_keys(executed, tiny_parameters):
 
 
 def test_the_verify_mode_options_go_with_verify(tmp_path):
-    from grader.batch import validate_options
+    from grader.options import validate
 
     for options in (GradingOptions(rederive=True), GradingOptions(course_data=str(tmp_path))):
         with pytest.raises(UsageError, match="--verify"):
-            validate_options(options)
+            validate(options)
     with pytest.raises(UsageError, match="train.csv"):
-        validate_options(GradingOptions(verify_submitted=True, rederive=True, course_data=str(tmp_path)))
+        validate(GradingOptions(mode="verify", rederive=True, course_data=str(tmp_path)))
 
 
 def test_a_notebook_of_thousands_of_cells_is_refused_before_it_is_validated(tmp_path, monkeypatch):

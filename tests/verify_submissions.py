@@ -1,7 +1,7 @@
 """Verify-mode submissions made in seconds: the answer key with the saved outputs a run of it would leave,
 and the model zip its submit cell writes, for a tiny BERT trained here (or left untrained).
 
-Verify mode reads only the notebook's saved outputs and the model (grader.submitted), so a notebook whose
+Verify mode reads only the notebook's saved outputs and the model (grader.verify_mode), so a notebook whose
 code cells are marked as run in order, and whose submit cell displays predictions the model really makes
 and the weights' sha256, is graded exactly as a real run of it would be (benchmarks/verify_mode.py makes
 its submissions the same way). Executing the answer key instead costs a kernel and a training per student.
@@ -66,7 +66,8 @@ def predictions_and_metrics(model_dir: Path, texts: list[str], test_csv: Path) -
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from grader.verify import f1_score_binary, predict_probabilities
+    from grader.model_check.inference import predict_probabilities
+    from grader.model_check.statistics import f1_score_binary
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
