@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .class_plots import MetricPoint, agreement_plot, intervals_plot, run_time_plot, totals_plot
-from .results import GRADED, GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, GradeResult
+from .results import GRADED, GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, Flag, GradeResult
 from .rubric import CHECKS, DEFAULT_CANVAS_ASSIGNMENT, Rubric, load_rubric
 
 REPORT_FILE = "report.html"
@@ -46,17 +46,6 @@ SECTIONS = (("summary", "Summary"), ("totals", "Totals"), ("checks", "Checks"),
 
 
 # --- what the report is made from ------------------------------------------------------------
-@dataclass
-class Flag:
-    """Something an instructor should look at, with the students it concerns and why."""
-
-    kind: str
-    students: list[str]
-    message: str
-    evidence: dict = field(default_factory=dict)
-    source: str = "integrity"        # "integrity" (OUT/integrity.json) or "result" (a result's own)
-
-
 @dataclass
 class ClassData:
     results: list[GradeResult] = field(default_factory=list)

@@ -32,7 +32,7 @@ import numpy as np
 
 from .files import write_atomic
 from .fingerprint import file_digest
-from .results import GRADED, VERIFY_MODE, GradeResult, Provenance
+from .results import GRADED, VERIFY_MODE, Flag, GradeResult, Provenance
 
 INTEGRITY_JSON = "integrity.json"
 INTEGRITY_HTML = "integrity.html"
@@ -61,21 +61,15 @@ class IntegritySettings:
 
 
 @dataclass
-class Flag:
-    kind: str
-    students: list[str]
-    message: str
-    evidence: dict = field(default_factory=dict)
-
-
-@dataclass
 class ClassReview:
     flags: list[Flag] = field(default_factory=list)
     audit: dict | None = None
     computed_from: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        data = {"flags": [asdict(flag) for flag in self.flags], "computed_from": self.computed_from}
+        # integrity.json's agreed schema: every flag in it is the review's own, so its source goes unsaid
+        data = {"flags": [{name: value for name, value in asdict(flag).items() if name != "source"}
+                          for flag in self.flags], "computed_from": self.computed_from}
         if self.audit is not None:
             data["audit"] = self.audit
         return data

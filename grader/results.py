@@ -33,6 +33,17 @@ RETRIED = (GRADER_ERROR, INTERRUPTED)    # not grades: a rerun grades these stud
 
 
 @dataclass
+class Flag:
+    """Something an instructor should look at, with the students it concerns and why. A flag never changes points."""
+
+    kind: str                 # what was seen: identical-weights, near-identical-predictions, ... (grader.integrity)
+    students: list[str]       # every student it concerns (a pair, a group)
+    message: str              # worded for the instructor
+    evidence: dict = field(default_factory=dict)   # the figures behind it: digests, agreement, accuracies, seeds
+    source: str = "integrity"  # "integrity": the class's review (OUT/integrity.json); "result": a result's own
+
+
+@dataclass
 class CheckResult:
     """One line of the rubric (grader.rubric.CHECKS), scored."""
 
