@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from grader.parameters import inject_parameters
 from completion_fixtures import laid_completion
 from conftest import write_reviews
 from package_sets import PackageSet, build_all, cell_text, failing_cells, package_sets, run_notebook
+from trainer_probes import STEP_PROBE
 
 ACCURACY_CHECKS = {"check-accuracy", "check-f1"}   # may fail: passing them is not what these runs are for
 SUBSET_SIZE, MAX_LENGTH = 300, 32
@@ -106,16 +106,6 @@ class StopAfterFirstCheckpoint(TrainerCallback):   # as when the Colab session e
         control.should_training_stop = True
 
 trainer.add_callback(StopAfterFirstCheckpoint())
-'''
-STEP_PROBE = '''
-from transformers import TrainerCallback
-
-class StepProbe(TrainerCallback):
-    steps = []
-    def on_step_end(self, args, state, control, **kwargs):
-        StepProbe.steps.append(state.global_step)
-
-trainer.add_callback(StepProbe())
 '''
 TRAINING_PROBE = '''
 import json as _json

@@ -2,39 +2,29 @@
 result JSON still loads into the same records (tests/data/results-written-by-9ed15ad.json was written by
 the grader of commit 9ed15ad, before the records moved here and the statuses became StrEnums)."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from grader.course import ROOT
 from grader.results import (EXECUTE_MODE, GRADED, GRADER_ERROR, SAVED_OUTPUTS_MODE, VERIFY_MODE, CellError,
                             CheckResult, GradeResult, Mode, ShortAnswer, Status, Verification)
+from module_listing import BATCH_LIBRARIES, modules_after, top_level
 
 OLD_RESULTS = Path(__file__).parent / "data" / "results-written-by-9ed15ad.json"
-HEAVY = ("nbformat", "nbclient", "nbconvert", "nbgrader", "jsonschema", "jupyter_client", "numpy", "torch")
-
-
-def modules_after(code: str) -> set[str]:
-    """The modules a fresh ``python -P`` holds after running ``code``."""
-    listing = "import sys, json; print(json.dumps(sorted(sys.modules)))"
-    done = subprocess.run([sys.executable, "-P", "-c", f"{code}\n{listing}"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, check=True)
-    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+HEAVY = (*BATCH_LIBRARIES, "numpy", "torch")
 
 
 def test_the_records_module_imports_nothing_else_of_the_grader_and_nothing_heavy():
     found = modules_after("import grader.results")
     assert {name for name in found if name.startswith("grader.")} == {"grader.results"}
-    assert not {name.split(".")[0] for name in found} & set(HEAVY)
+    assert not top_level(found) & set(HEAVY)
 
 
 def test_loading_a_result_json_imports_nothing_heavy():
     found = modules_after(f"import json\nfrom grader.results import GradeResult\n"
                           f"data = json.loads(open({str(OLD_RESULTS)!r}).read())\n"
                           "result = GradeResult.from_dict(data['graded'])\nassert result.verification.loaded")
-    assert not {name.split(".")[0] for name in found} & set(HEAVY)
+    assert not top_level(found) & set(HEAVY)
 
 
 def test_the_listing_sees_another_grader_module_and_a_heavy_one():

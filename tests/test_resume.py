@@ -29,6 +29,7 @@ from nbclient.exceptions import DeadKernelError
 
 from grader.build import ANSWER_KEY
 from grader.parameters import inject_parameters
+from trainer_probes import STEP_PROBE
 from waiting import wait_for
 
 EPOCHS = 6
@@ -45,16 +46,6 @@ class PauseAfterEachCheckpoint(TrainerCallback):
         time.sleep(5)
 
 trainer.add_callback(PauseAfterEachCheckpoint())
-'''
-STEP_PROBE = '''
-from transformers import TrainerCallback
-
-class StepProbe(TrainerCallback):
-    steps = []
-    def on_step_end(self, args, state, control, **kwargs):
-        StepProbe.steps.append(state.global_step)
-
-trainer.add_callback(StepProbe())
 '''
 REPORT = '''
 import json

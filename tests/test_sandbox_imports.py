@@ -5,25 +5,13 @@ check. Each imports the package `grader` first; when the package face imported t
 for nbformat, nbconvert and nbgrader (about 4 s on the 2-core CI machine).
 """
 import json
-import subprocess
-import sys
 
-from grader.course import ROOT
-
-HEAVY = ("nbformat", "nbconvert", "nbgrader", "jsonschema", "nbclient", "jupyter_client")
-
-
-def modules_after(code: str) -> set[str]:
-    """The top-level modules a fresh ``python -P`` holds after running ``code``."""
-    listing = "import sys, json; print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))"
-    done = subprocess.run([sys.executable, "-P", "-c", f"{code}\n{listing}"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300, check=True)
-    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+from module_listing import BATCH_LIBRARIES as HEAVY, modules_after, top_level
 
 
 def test_the_kernel_wrapper_imports_nothing_heavy():
     # what `python -m grader.confine` imports before it execs the kernel
-    assert not modules_after("import grader.confine") & set(HEAVY)
+    assert not top_level(modules_after("import grader.confine")) & set(HEAVY)
 
 
 def test_the_model_check_imports_nothing_heavy_even_after_checking_a_model(saved_model_folder, tiny_model_dir,
@@ -34,8 +22,9 @@ def test_the_model_check_imports_nothing_heavy_even_after_checking_a_model(saved
                "hidden_set": str(hidden), "max_length": 32, "base_model": str(tiny_model_dir),
                "test_split": str(hidden), "test_max_length": 32,
                "predictions": [{"text": "great", "label": "positive", "confidence": 0.9}]}
-    found = modules_after(f"import grader.model_check.worker as w\nresult = w.check_model({request!r})\n"
-                          "assert result.loaded and result.base_model_checked and result.test_split_metrics, result")
+    found = top_level(modules_after(
+        f"import grader.model_check.worker as w\nresult = w.check_model({request!r})\n"
+        "assert result.loaded and result.base_model_checked and result.test_split_metrics, result"))
     assert "transformers" in found   # it did load the model: the list is not of an empty run
     assert not found & set(HEAVY)
 
