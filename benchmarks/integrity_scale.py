@@ -28,9 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def synthetic_class(count: int, reviews: int, seed: int = 0) -> list:
-    from grader.results import VERIFY_MODE, GradeResult, Provenance
+    from grader.results import VERIFY_MODE, GradeResult, Provenance, Verification
     from grader.rubric import CheckResult
-    from grader.results import Verification
 
     rng = random.Random(seed)
     truth = [rng.randint(0, 1) for _ in range(reviews)]
