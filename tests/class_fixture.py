@@ -13,9 +13,9 @@ import random
 from pathlib import Path
 
 from grader.report import OutputFolder, write_atomic
-from grader.results import EXECUTE_MODE, GRADED, GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, VERIFY_MODE, GradeResult
+from grader.results import (EXECUTE_MODE, GRADED, GRADER_ERROR, INTERRUPTED, NOT_GRADABLE, VERIFY_MODE, GradeResult,
+                            Verification)
 from grader.rubric import CheckResult, load_rubric
-from grader.results import Verification
 from grader.model_check.statistics import wilson_interval
 
 HIDDEN_SIZE = 500

@@ -74,9 +74,8 @@ def test_build_check_fails_on_a_stale_template(tmp_path, capsys):
 
 def test_the_summary_table_shows_scores_and_measured_figures():
     from grader.batch import BatchResult
-    from grader.results import GradeResult
+    from grader.results import GradeResult, Verification
     from grader.rubric import CheckResult
-    from grader.results import Verification
 
     good = GradeResult("ann", "ann.ipynb", checks=[CheckResult("accuracy", True, 20, 20, "")],
                        verification=Verification(loaded=True, accuracy=0.912, f1=0.9))

@@ -26,9 +26,8 @@ import pytest
 
 from grader import gradescope
 from grader.gradescope import VISIBILITIES, BundleConfig, container_cpus, gradescope_results, pinned_requirements
-from grader.results import GradeResult
+from grader.results import GradeResult, Verification
 from grader.rubric import CHECKS, CheckResult, load_rubric
-from grader.results import Verification
 
 HIDDEN_SIZE, SEED = 100, 7
 TOP_LEVEL = {"score": (int, float), "execution_time": (int, float), "output": str, "visibility": str,

@@ -20,9 +20,8 @@ from grader.integrity import (HIDDEN_ACCURACY_IMPLAUSIBLE, IDENTICAL_NOTEBOOK, I
                               NEAR_IDENTICAL_PREDICTIONS, SAME_HUB_REPOSITORY, IntegritySettings, course_sources,
                               notebook_seed, review_class, source_digest)
 from grader.report import feedback_html, gradebook_csv
-from grader.results import EXECUTE_MODE, VERIFY_MODE, GradeResult, Provenance
+from grader.results import EXECUTE_MODE, VERIFY_MODE, GradeResult, Provenance, Verification
 from grader.rubric import load_rubric
-from grader.results import Verification
 
 REVIEWS = 1000
 

@@ -224,8 +224,7 @@ def test_a_spot_audit_reruns_the_sample_and_flags_a_notebook_that_did_not_make_i
 
 
 def test_the_sample_is_seeded_stable_and_grows_with_n():
-    from grader.results import GradeResult
-    from grader.results import Verification
+    from grader.results import GradeResult, Verification
 
     def graded(name):
         return GradeResult(name, f"{name}.ipynb", mode="verify", verification=Verification(loaded=True, accuracy=0.9))
@@ -241,10 +240,9 @@ def test_the_sample_is_seeded_stable_and_grows_with_n():
 
 def test_an_audit_compares_figures_and_a_grader_failure_is_no_disagreement(tmp_path):
     from grader.audit import AUDIT_METRIC_BAND, finding
-    from grader.results import GRADER_ERROR, GradeResult
+    from grader.results import GRADER_ERROR, GradeResult, Verification
     from grader.rubric import CheckResult
     from grader.submissions import Submission
-    from grader.results import Verification
 
     def graded(accuracy, labels, status="graded"):
         return GradeResult("frank", "frank.ipynb", status=status, mode="verify",

@@ -8,9 +8,8 @@ import pytest
 from grader import cli
 from grader.batch import BatchResult
 from grader.report import canvas_csv, gradebook_csv
-from grader.results import GradeResult
+from grader.results import GradeResult, Verification
 from grader.rubric import CheckResult
-from grader.results import Verification
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 HOSTILE_NAMES = ['=HYPERLINK("http://x","y")', "+cmd", "@SUM(A1)", "-2+3", "\t=1+1", "\r=1+1"]

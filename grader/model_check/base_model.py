@@ -29,7 +29,8 @@ def base_model_check(save_dir: Path, base_dir: Path, tokenizer, base_name: str) 
         settings, base_settings = read_config_settings(save_dir), read_config_settings(base_dir)
         differences = [(f"{key} {settings[key]!r}" if key in settings else f"no {key}")
                        + f" (the course's model has {base_settings[key]!r})"
-                       for key in ARCHITECTURE_SETTINGS if key in base_settings and settings.get(key) != base_settings[key]]
+                       for key in ARCHITECTURE_SETTINGS
+                       if key in base_settings and settings.get(key) != base_settings[key]]
         if differences:
             return (f"this is not a fine-tune of the course's model {base_name}: its config has "
                     + ", ".join(differences[:4]), {})
