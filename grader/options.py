@@ -21,11 +21,6 @@ from .sandbox import GB, MB, Limits
 class GradingOptions:
     """Everything a grading run can be told. The CLI's defaults come from here."""
 
-    def __post_init__(self):
-        if self.mode not in set(Mode):   # "verify", from JSON or a caller, is Mode.VERIFY
-            raise UsageError(f"mode {self.mode!r} is none of {', '.join(repr(str(mode)) for mode in Mode)}")
-        self.mode = Mode(self.mode)
-
     output_dir: Path = Path("grade-results")
     hidden_set: Path | None = None        # a CSV (label,title,content); None: the Hub's test split
     hidden_size: int = 500
@@ -60,6 +55,11 @@ class GradingOptions:
     # reproduces the notebook's predictions; the reload check fails either way.
     course_tokenizer: str | None = None
 
+    def __post_init__(self):
+        if self.mode not in set(Mode):   # "verify", from JSON or a caller, is Mode.VERIFY
+            raise UsageError(f"mode {self.mode!r} is none of {', '.join(repr(str(mode)) for mode in Mode)}")
+        self.mode = Mode(self.mode)
+
 
 def mode_from_flags(verify: bool, no_execute: bool) -> Mode:
     """The CLI's two flags as one mode; both at once is a usage error."""
@@ -84,7 +84,7 @@ def validate(options: GradingOptions) -> None:
         raise UsageError("--near-identical must lie in (0, 1] and --plausible-accuracy in [0, 1]")
     if options.audit < 0:
         raise UsageError("--audit must be a number of students, 0 or more")
-    if options.audit and not options.mode is Mode.VERIFY:
+    if options.audit and options.mode is not Mode.VERIFY:
         raise UsageError("--audit re-runs students of a verify-mode batch to check what they submitted: add --verify")
     local = all(options.parameters.get(name) for name in ("MODEL_NAME", "LOCAL_DATA_DIR"))
     if options.audit and options.sandbox != "off" and not local:
@@ -93,7 +93,7 @@ def validate(options: GradingOptions) -> None:
                          "-p MODEL_NAME=... -p LOCAL_DATA_DIR=... (or --sandbox off)")
     if options.max_model_bytes < 1:
         raise UsageError("--max-model-size must be positive")
-    if (options.rederive or options.course_data) and not options.mode is Mode.VERIFY:
+    if (options.rederive or options.course_data) and options.mode is not Mode.VERIFY:
         raise UsageError("--rederive and --course-data re-measure submitted models: they go with --verify")
     check_course_data(options.course_data)
 
@@ -106,6 +106,7 @@ def options_to_dict(options: GradingOptions) -> dict:
 
 def options_from_dict(data: dict) -> GradingOptions:
     known = {f.name for f in fields(GradingOptions)}
+    data = dict(data)   # the caller's stays as it was
     if "mode" not in data:   # a run prepared by an older grader: two booleans
         data["mode"] = (Mode.VERIFY if data.get("verify_submitted") else
                         Mode.EXECUTE if data.get("execute", True) else Mode.SAVED_OUTPUTS)
