@@ -40,6 +40,6 @@ def model_digest(model: Path | None) -> str:
 
 
 def fingerprint(notebook: Path, settings: str, model: Path | None = None) -> str:
-    """The fingerprint of one student's grade under ``settings`` (``run_settings``); in verify mode the
+    """The fingerprint of one student's grade under ``settings`` (``grader.options.graded_settings``); in verify mode the
     submitted model counts too."""
     return hashlib.sha256(f"{file_digest(notebook)}\n{model_digest(model)}\n{settings}".encode()).hexdigest()

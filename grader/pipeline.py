@@ -5,7 +5,8 @@
 3. inject_parameters   the instructor's overrides, after the ``parameters`` cell
 4. execute             nbclient, a fresh kernel, a wall-clock limit, capped output
 5. read_contract       ``test_metrics``, ``predictions``, ``SAVE_DIR`` over a JSON channel
-6. verify              in another process: load SAVE_DIR (safetensors) and measure it
+6. check_saved_model   the model check (grader.model_check), in another process: load SAVE_DIR
+                       (safetensors) and measure it
 7. score               the rubric
 
 ``grade --verify`` runs another pipeline over the same steps 1, 6 and 7: the notebook is not run;
