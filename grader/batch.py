@@ -31,7 +31,7 @@ from .cancel import Cancellation, GradingInterrupted, cancel_on_signals
 from .audit import run_audit, write_class_review
 from .class_report import write_class_report_after_grading
 from .errors import NoSubmissions, OutputUnwritable, UsageError
-from .fingerprint import file_digest, fingerprint
+from .fingerprint import file_digest, submission_fingerprint
 from .hidden import load_hidden_set, write_hidden_set
 from .integrity import ClassReview
 from .options import GradingOptions, graded_settings, measures_models, validate
@@ -214,8 +214,7 @@ def fingerprint_class(submissions: list[Submission], fingerprints: dict[str, str
     hidden_file = draw_hidden_set(out, options) if measures else None
     sandboxed = measures and options.sandbox != "off" and bubblewrap_flags()[0] is not None
     settings = graded_settings(options, file_digest(hidden_file) if hidden_file else "", sandboxed)
-    fingerprints.update({s.student_id: fingerprint(s.notebook, settings, s.model if options.mode is Mode.VERIFY else None)
-                         for s in submissions})
+    fingerprints.update({s.student_id: submission_fingerprint(s, settings, options.mode) for s in submissions})
     return hidden_file, settings
 
 

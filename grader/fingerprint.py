@@ -10,6 +10,8 @@ import hashlib
 from importlib import metadata
 from pathlib import Path
 
+from .results import Mode
+
 DISTRIBUTION = "finetune-sentiment-grader"
 
 
@@ -40,6 +42,12 @@ def model_digest(model: Path | None) -> str:
 
 
 def fingerprint(notebook: Path, settings: str, model: Path | None = None) -> str:
-    """The fingerprint of one student's grade under ``settings`` (``grader.options.graded_settings``); in verify mode the
-    submitted model counts too."""
+    """The fingerprint of one student's grade under ``settings`` (``grader.options.graded_settings``), with
+    ``model``'s files when it is given."""
     return hashlib.sha256(f"{file_digest(notebook)}\n{model_digest(model)}\n{settings}".encode()).hexdigest()
+
+
+def submission_fingerprint(submission, settings: str, mode: str) -> str:
+    """``fingerprint`` of a discovered submission graded in ``mode``: its submitted model counts in verify mode,
+    the only mode that grades it."""
+    return fingerprint(submission.notebook, settings, submission.model if mode == Mode.VERIFY else None)

@@ -45,11 +45,11 @@ from .course import ANSWER_KEY
 from .cancel import Cancellation, cancel_on_signals
 from .class_report import saved_rubric, write_class_report_after_grading
 from .errors import GraderError, UsageError
-from .fingerprint import fingerprint
+from .fingerprint import submission_fingerprint
 from .options import GradingOptions, measures_models, options_from_dict, options_to_dict
 from .pipeline import INTERRUPTED_REASON, grade_submission
 from .report import OutputFolder, write_atomic
-from .results import GRADER_ERROR, INTERRUPTED, GradeResult, Mode
+from .results import GRADER_ERROR, INTERRUPTED, GradeResult
 from .rubric import Rubric
 from .run_folder import grade_into_folder, job_environment, output_folder_lock
 from .sandbox import SandboxPlan, plan_sandbox
@@ -128,8 +128,8 @@ def find_task(run: dict, notebook: Path) -> tuple[Submission, str]:
     found = discover(Path(run["submissions"]), output_dir=Path(run["options"]["output_dir"])).submissions
     for submission in found:   # a student the run did not list as pending
         if Path(os.path.abspath(submission.notebook)) == wanted:
-            model = submission.model if run["options"].get("mode") == Mode.VERIFY else None   # as grader.batch
-            return submission, fingerprint(submission.notebook, run["settings"], model)
+            return submission, submission_fingerprint(submission, run["settings"],
+                                                      options_from_dict(run["options"]).mode)
     raise UsageError(f"{notebook} is not a submission of the run in this output folder "
                      f"(its submissions are {run['submissions']})")
 
